@@ -1,0 +1,85 @@
+use super::*;
+
+#[test]
+fn upstream_url_parses_every_part() {
+    let up = UpstreamConfig::from_url(
+        "postgres://app%40x:s%2Fcret@db.internal:5433/orders?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+    )
+    .unwrap();
+    assert_eq!(up.host, "db.internal");
+    assert_eq!(up.port, 5433);
+    assert_eq!(up.user.as_deref(), Some("app@x"));
+    assert_eq!(up.password.as_deref(), Some("s/cret"));
+    assert_eq!(up.dbname.as_deref(), Some("orders"));
+    assert_eq!(up.sslmode, SslMode::VerifyFull);
+    assert_eq!(up.sslrootcert, Some(PathBuf::from("/etc/ca.pem")));
+}
+
+#[test]
+fn upstream_url_defaults_to_prefer_and_5432() {
+    let up = UpstreamConfig::from_url("postgresql://127.0.0.1").unwrap();
+    assert_eq!((up.port, up.sslmode, up.user, up.dbname), (5432, SslMode::Prefer, None, None));
+}
+
+#[test]
+fn upstream_url_errors_say_what_to_do() {
+    let err = UpstreamConfig::from_url("postgres://h/db?sslmode=verify-ca").unwrap_err().to_string();
+    assert!(err.contains("use disable, prefer, require or verify-full"), "{err}");
+    let err = UpstreamConfig::from_url("postgres://h/db?sslmode=verify-full").unwrap_err().to_string();
+    assert!(err.contains("sslrootcert"), "{err}");
+    let err = UpstreamConfig::from_url("mysql://h/db").unwrap_err().to_string();
+    assert!(err.contains("postgres://"), "{err}");
+    let err = UpstreamConfig::from_url("postgres://u:hunter2@h/db?bogus=1").unwrap_err().to_string();
+    assert!(err.contains("bogus") && !err.contains("hunter2"), "{err}");
+}
+
+#[test]
+fn debug_output_redacts_the_password() {
+    let up = UpstreamConfig::from_url("postgres://u:hunter2@h/db").unwrap();
+    assert!(!format!("{up:?}").contains("hunter2"));
+}
+
+#[test]
+fn flags_win_over_the_file_and_the_file_over_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgshift.toml");
+    std::fs::write(
+        &path,
+        "[proxy]\nlisten = \"127.0.0.1:7000\"\nmax_clients = 7\nstartup_timeout = \"3s\"\n",
+    )
+    .unwrap();
+    let cli = ProxySettings {
+        max_clients: Some(9),
+        ..Default::default()
+    };
+    let config = ProxyConfig::resolve(&cli, Some(&path)).unwrap();
+    assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+    assert_eq!(config.max_clients, 9);
+    assert_eq!(config.startup_timeout, Duration::from_secs(3));
+    assert_eq!(config.drain_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn unknown_file_keys_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgshift.toml");
+    std::fs::write(&path, "[proxy]\nlisen = \"x\"\n").unwrap();
+    let err = ProxyConfig::resolve(&ProxySettings::default(), Some(&path)).unwrap_err().to_string();
+    assert!(err.contains("lisen") && err.contains("pgshift.toml"), "{err}");
+}
+
+#[test]
+fn bad_durations_and_lone_tls_files_are_refused() {
+    let cli = ProxySettings {
+        startup_timeout: Some("soon".into()),
+        ..Default::default()
+    };
+    let err = ProxyConfig::resolve(&cli, None).unwrap_err().to_string();
+    assert!(err.contains("startup_timeout") && err.contains("10s"), "{err}");
+    let cli = ProxySettings {
+        tls_cert: Some("c.pem".into()),
+        ..Default::default()
+    };
+    let err = ProxyConfig::resolve(&cli, None).unwrap_err().to_string();
+    assert!(err.contains("together"), "{err}");
+}

@@ -1,0 +1,10 @@
+//! pgshift: a Postgres wire-protocol proxy that runs zero-downtime schema
+//! migrations. This library holds everything the `pgshift` binary runs; the
+//! binary only parses the command line (see ARCHITECTURE.md for the map).
+
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod proxy;
+pub mod telemetry;
+pub mod wire;

@@ -1,0 +1,194 @@
+//! The wire-protocol proxy: the accept loop, per-proxy shared state, graceful
+//! drain, and the errors a session can end with. One task per client session,
+//! one upstream connection per session (session mode).
+
+mod cancel;
+mod relay;
+mod session;
+mod startup;
+pub mod tls;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ProxyConfig;
+use crate::wire::{self, Severity, WireError};
+use cancel::CancelRegistry;
+use upstream::{Upstream, UpstreamError};
+
+/// Why the proxy could not start.
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("no upstream Postgres configured; pass --upstream postgres://user@host:port/db")]
+    NoUpstream,
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Why a session, or a connection that never became one, ended with an error.
+/// [`SessionError::to_error_response`] turns it into what the client sees.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("no complete startup and authentication within {0:?}")]
+    StartupTimeout(Duration),
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("sorry, too many clients already (pgshift max_clients = {0})")]
+    TooManyClients(usize),
+    #[error("{0}")]
+    Upstream(UpstreamError),
+    #[error("the connection to Postgres was lost: {0}")]
+    UpstreamLost(String),
+    #[error("invalid frontend message type {:?}", *.0 as char)]
+    UnknownMessage(u8),
+    #[error("message type {tag:?} of {len} bytes is longer than pgshift's max_message_length ({max} bytes)")]
+    MessageTooLong { tag: char, len: usize, max: usize },
+    #[error("the client sent part of a message and nothing more for {0:?}")]
+    MessageTimeout(Duration),
+    #[error("terminating connection because pgshift is shutting down")]
+    Shutdown,
+    #[error("client connection failed: {0}")]
+    ClientIo(std::io::Error),
+}
+
+impl SessionError {
+    /// The SQLSTATE (PostgreSQL docs, Appendix A) the client receives.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            SessionError::StartupTimeout(_) => "57P05",
+            SessionError::Wire(WireError::UnsupportedProtocol { .. }) => "0A000",
+            SessionError::Wire(_)
+            | SessionError::Protocol(_)
+            | SessionError::UnknownMessage(_)
+            | SessionError::MessageTimeout(_) => "08P01",
+            SessionError::TooManyClients(_) => "53300",
+            SessionError::Upstream(_) | SessionError::UpstreamLost(_) => "08006",
+            SessionError::MessageTooLong { .. } => "54000",
+            SessionError::Shutdown => "57P01",
+            SessionError::ClientIo(_) => "08006",
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            SessionError::StartupTimeout(_) => {
+                Some("Send the startup packet and finish authentication sooner, or raise startup_timeout.")
+            }
+            SessionError::TooManyClients(_) => {
+                Some("Close idle connections, or raise max_clients in the pgshift configuration.")
+            }
+            SessionError::Upstream(_) | SessionError::UpstreamLost(_) => Some(
+                "Postgres may be down or restarting. pgshift keeps running and serves new sessions once Postgres is back; reconnect.",
+            ),
+            SessionError::MessageTooLong { .. } => {
+                Some("Send smaller messages (COPY in chunks), or raise max_message_length.")
+            }
+            SessionError::MessageTimeout(_) => Some("Check the client's network, or raise message_timeout."),
+            SessionError::Shutdown => Some("Reconnect; another pgshift instance or this one after restart will serve you."),
+            _ => None,
+        }
+    }
+
+    /// The FATAL ErrorResponse for this error, or `None` when the client is gone
+    /// and nothing can reach it.
+    pub fn to_error_response(&self) -> Option<bytes::Bytes> {
+        if matches!(self, SessionError::ClientIo(_)) {
+            return None;
+        }
+        let message = format!("pgshift: {self}");
+        Some(wire::error_response(Severity::Fatal, self.sqlstate(), &message, self.hint()))
+    }
+}
+
+/// Where the proxy stands in its life; sessions watch it to drain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Serving.
+    Running,
+    /// No longer accepting; idle sessions close, busy ones may finish.
+    Draining,
+    /// The drain timeout passed; every session closes now.
+    Closing,
+}
+
+/// State shared by every session of one proxy.
+pub struct Shared {
+    pub(crate) config: ProxyConfig,
+    pub(crate) upstream: Upstream,
+    pub(crate) tls_acceptor: Option<TlsAcceptor>,
+    pub(crate) cancel: Arc<CancelRegistry>,
+    pub(crate) clients: Arc<Semaphore>,
+    pub(crate) phase: watch::Receiver<Phase>,
+}
+
+/// Serves clients from `listener` until `shutdown` resolves, then drains:
+/// stops accepting, closes idle sessions at once, lets busy ones finish for up
+/// to `drain_timeout`, then closes the rest with SQLSTATE 57P01.
+///
+/// Errors only at start-up (no upstream, unusable TLS files); an error on one
+/// connection stays in that connection's task.
+pub async fn run(
+    listener: TcpListener,
+    config: ProxyConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let upstream_config = config.upstream.clone().ok_or(ProxyError::NoUpstream)?;
+    let upstream = Upstream::new(upstream_config)?;
+    let tls_acceptor = match &config.tls {
+        Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
+        None => None,
+    };
+    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let drain_timeout = config.drain_timeout;
+    let shared = Arc::new(Shared {
+        clients: Arc::new(Semaphore::new(config.max_clients)),
+        config,
+        upstream,
+        tls_acceptor,
+        cancel: Arc::new(CancelRegistry::default()),
+        phase: phase_rx,
+    });
+    // Each connection task holds a sender; when all are dropped, all are done.
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    tokio::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    tokio::spawn(session::serve(Arc::clone(&shared), socket, peer, done_tx.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait and retry.
+                    tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let active = shared.config.max_clients - shared.clients.available_permits();
+    tracing::info!(sessions = active, timeout = ?drain_timeout, "shutting down: draining sessions");
+    let _ = phase_tx.send(Phase::Draining);
+    drop(done_tx);
+    if tokio::time::timeout(drain_timeout, done_rx.recv()).await.is_err() {
+        let left = shared.config.max_clients - shared.clients.available_permits();
+        tracing::warn!(sessions = left, "drain timeout passed; closing the remaining sessions");
+        let _ = phase_tx.send(Phase::Closing);
+        done_rx.recv().await;
+    }
+    tracing::info!("all sessions closed");
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! One client connection from accept to close: the startup phase, the relay,
+//! the reason it ended, clean-up upstream, and the connection's log lines.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+use super::relay::{self, ClientLimits, RelayEnd, SessionState};
+use super::startup::{self, Ended, Established};
+use super::{Phase, SessionError, Shared};
+use crate::wire;
+
+/// Serves one accepted connection to its end. Never panics on client input and
+/// never returns an error: everything is logged here. `_done` tells the accept
+/// loop, by being dropped, that this connection is finished.
+pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr, _done: mpsc::Sender<()>) {
+    let opened = Instant::now();
+    let _ = socket.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + shared.config.startup_timeout;
+    let established = match startup::handshake(&shared, socket, deadline).await {
+        Ok(established) => established,
+        Err(ended) => {
+            log_startup_end(&ended, peer, opened);
+            return;
+        }
+    };
+    let user = established.params.get("user").cloned().unwrap_or_default();
+    let database = established
+        .params
+        .get("database")
+        .cloned()
+        .unwrap_or_else(|| user.clone());
+    let application_name = established.params.get("application_name").cloned().unwrap_or_default();
+    let tls = established.client.is_tls();
+    tracing::info!(client = %peer, %user, %database, %application_name, tls, "connection opened");
+
+    let (reason, state) = relay_session(&shared, established).await;
+    tracing::info!(
+        client = %peer,
+        %user,
+        %database,
+        duration_ms = opened.elapsed().as_millis() as u64,
+        reason = %reason,
+        in_transaction = state.transaction_status() != b'I',
+        "connection closed"
+    );
+}
+
+fn log_startup_end(ended: &Ended, peer: SocketAddr, opened: Instant) {
+    let duration_ms = opened.elapsed().as_millis() as u64;
+    match ended {
+        Ended::Closed => tracing::debug!(client = %peer, duration_ms, "connection closed before startup"),
+        Ended::Cancel { matched } => {
+            tracing::info!(client = %peer, duration_ms, matched, "cancel request")
+        }
+        Ended::Refused => {
+            tracing::info!(client = %peer, duration_ms, "connection closed: Postgres refused the session")
+        }
+        Ended::Failed(e) => tracing::warn!(
+            client = %peer,
+            duration_ms,
+            sqlstate = e.sqlstate(),
+            error = %e,
+            "connection closed during startup"
+        ),
+    }
+}
+
+/// Runs the relay until one side ends or the proxy closes the session, then
+/// cleans up: a client that leaves with a request in flight gets that request
+/// cancelled upstream, and the upstream connection is always closed, so no
+/// transaction, lock or idle backend outlives the client.
+async fn relay_session(shared: &Shared, established: Established) -> (String, SessionState) {
+    let Established {
+        client,
+        upstream,
+        client_buf,
+        upstream_buf,
+        cancel_key,
+        permit: _permit,
+        ..
+    } = established;
+    let state = SessionState::new();
+    let limits = ClientLimits {
+        max_message_length: shared.config.max_message_length,
+        message_timeout: shared.config.message_timeout,
+    };
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let mut phase = shared.phase.clone();
+
+    let end = tokio::select! {
+        end = relay::client_to_upstream(&mut client_read, &mut upstream_write, client_buf, &state, limits) => End::Relay(end),
+        end = relay::upstream_to_client(&mut upstream_read, &mut client_write, upstream_buf, &state) => End::Relay(end),
+        phase = shutdown_point(&mut phase, &state) => End::Shutdown(phase),
+    };
+
+    let reason = end.to_string();
+    let busy = state.busy();
+    let end_kind = if matches!(end, End::Relay(RelayEnd::ClientTerminated)) { EndKind::Terminated } else { EndKind::Other };
+    let upstream_alive = !matches!(end, End::Relay(RelayEnd::UpstreamClosed | RelayEnd::UpstreamIo(_)));
+    let tell_client = match end {
+        End::Relay(RelayEnd::ClientViolation(e)) => Some(e),
+        End::Relay(RelayEnd::UpstreamClosed) if !state.upstream_sent_error() => {
+            Some(SessionError::UpstreamLost("Postgres closed the connection".into()))
+        }
+        End::Relay(RelayEnd::UpstreamIo(e)) => Some(SessionError::UpstreamLost(e.to_string())),
+        End::Shutdown(_) => Some(SessionError::Shutdown),
+        _ => None,
+    };
+    if let Some(error) = tell_client {
+        if state.client_at_boundary() {
+            if let Some(message) = error.to_error_response() {
+                let _ = client_write.write_all(&message).await;
+                let _ = client_write.flush().await;
+            }
+        }
+    }
+    if upstream_alive {
+        if busy {
+            // Postgres notices a closed socket only when it next reads; a running
+            // query would go on. Cancel it so nothing outlives the client.
+            if let Some(key) = &cancel_key {
+                if let Some(target) = shared.cancel.lookup(key.pid, &key.secret.to_be_bytes()) {
+                    let _ = super::cancel::send_cancel(&target).await;
+                }
+            }
+        }
+        if !matches!(end_kind, EndKind::Terminated) {
+            let _ = upstream_write.write_all(&wire::TERMINATE).await;
+        }
+        let _ = upstream_write.shutdown().await;
+    }
+    let _ = client_write.shutdown().await;
+    (reason, state)
+}
+
+/// Resolves when the proxy's shutdown reaches this session: at once when the
+/// drain timeout has passed, or when the session is idle during a drain.
+async fn shutdown_point(phase: &mut watch::Receiver<Phase>, state: &SessionState) -> Phase {
+    loop {
+        let current = *phase.borrow_and_update();
+        match current {
+            Phase::Running => {
+                if phase.changed().await.is_err() {
+                    return Phase::Closing;
+                }
+            }
+            Phase::Draining => {
+                tokio::select! {
+                    _ = state.wait_idle() => return Phase::Draining,
+                    changed = phase.changed() => if changed.is_err() { return Phase::Closing },
+                }
+            }
+            Phase::Closing => return Phase::Closing,
+        }
+    }
+}
+
+enum EndKind {
+    Terminated,
+    Other,
+}
+
+enum End {
+    Relay(RelayEnd),
+    Shutdown(Phase),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Relay(RelayEnd::ClientTerminated) => write!(f, "client sent Terminate"),
+            End::Relay(RelayEnd::ClientClosed) => write!(f, "client closed the connection"),
+            End::Relay(RelayEnd::ClientViolation(e)) => write!(f, "{e}"),
+            End::Relay(RelayEnd::ClientIo(e)) => write!(f, "client connection failed: {e}"),
+            End::Relay(RelayEnd::UpstreamClosed) => write!(f, "Postgres closed the connection"),
+            End::Relay(RelayEnd::UpstreamIo(e)) => write!(f, "Postgres connection failed: {e}"),
+            End::Shutdown(Phase::Draining) => write!(f, "proxy shutdown: session idle"),
+            End::Shutdown(_) => write!(f, "proxy shutdown: drain timeout passed"),
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The startup phase of a client connection: SSLRequest and GSSENCRequest
+//! answers, CancelRequest routing, the upstream connection, and the relay of
+//! authentication between client and Postgres until the first ReadyForQuery
+//! (PostgreSQL docs, "Frontend/Backend Protocol", "Start-up").
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::startup::Authentication;
+use pgwire::messages::{DecodeContext, Message};
+use tokio::io::{AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::cancel::{self, CancelKey, CancelTarget};
+use super::tls::Stream;
+use super::{SessionError, Shared};
+use crate::wire::{self, StartupPacket};
+
+/// Longest message accepted from either side during authentication. SASL
+/// messages are a few hundred bytes; ParameterStatus values are short.
+const MAX_STARTUP_MESSAGE: usize = 1 << 20;
+
+/// A session whose authentication succeeded: both streams are past the first
+/// ReadyForQuery, which the client has received.
+pub struct Established {
+    pub client: Stream,
+    pub upstream: Stream,
+    /// Bytes the client sent after its last authentication message.
+    pub client_buf: BytesMut,
+    /// Bytes the upstream sent after its first ReadyForQuery.
+    pub upstream_buf: BytesMut,
+    /// The client's startup parameters (user, database, application_name, ...).
+    pub params: BTreeMap<String, String>,
+    /// The BackendKeyData this client holds; unregistered on drop.
+    pub cancel_key: Option<CancelKey>,
+    /// The session's place under `max_clients`.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// How a connection that never became a session ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The peer closed before sending a startup packet.
+    Closed,
+    /// The connection carried a CancelRequest, which was handled.
+    Cancel { matched: bool },
+    /// The startup failed; the client was told why when it could be.
+    Failed(SessionError),
+    /// Postgres refused the session (bad password, unknown database, ...);
+    /// its ErrorResponse went to the client unchanged.
+    Refused,
+}
+
+/// Runs the startup phase on a new connection. Everything must finish before
+/// `deadline`; errors are reported to the client before returning.
+pub async fn handshake(
+    shared: &Arc<Shared>,
+    tcp: TcpStream,
+    deadline: Instant,
+) -> Result<Established, Ended> {
+    let mut client = Stream::Plain(tcp);
+    let (raw, params) = loop {
+        let packet = match within(deadline, shared, wire::read_startup_packet(&mut client)).await {
+            Ok(Ok(Some(packet))) => packet,
+            Ok(Ok(None)) => return Err(Ended::Closed),
+            Ok(Err(e)) => return Err(fail(&mut client, SessionError::Wire(e)).await),
+            Err(e) => return Err(fail(&mut client, e).await),
+        };
+        let packet = match StartupPacket::parse(packet) {
+            Ok(packet) => packet,
+            Err(e) => return Err(fail(&mut client, SessionError::Wire(e)).await),
+        };
+        match packet {
+            StartupPacket::SslRequest | StartupPacket::GssEncRequest if client.is_tls() => {
+                let e = SessionError::Protocol("SSLRequest or GSSENCRequest sent inside TLS".into());
+                return Err(fail(&mut client, e).await);
+            }
+            StartupPacket::SslRequest => {
+                let Some(acceptor) = &shared.tls_acceptor else {
+                    write_or_close(&mut client, b"N").await?;
+                    continue;
+                };
+                write_or_close(&mut client, b"S").await?;
+                let Stream::Plain(tcp) = client else {
+                    unreachable!("checked above that the stream is not TLS yet")
+                };
+                client = match within(deadline, shared, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Stream::Server(Box::new(tls)),
+                    Ok(Err(e)) => return Err(Ended::Failed(SessionError::ClientIo(e))),
+                    Err(e) => return Err(Ended::Failed(e)),
+                };
+            }
+            StartupPacket::GssEncRequest => write_or_close(&mut client, b"N").await?,
+            StartupPacket::Cancel { pid, secret } => {
+                let target = shared.cancel.lookup(pid, &secret);
+                let matched = target.is_some();
+                if let Some(target) = target {
+                    if let Err(e) = cancel::send_cancel(&target).await {
+                        tracing::warn!(error = %e, "could not forward a CancelRequest upstream");
+                    }
+                }
+                return Err(Ended::Cancel { matched });
+            }
+            StartupPacket::Startup { raw, params } => break (raw, params),
+        }
+    };
+
+    let Ok(permit) = Arc::clone(&shared.clients).try_acquire_owned() else {
+        let e = SessionError::TooManyClients(shared.config.max_clients);
+        return Err(fail(&mut client, e).await);
+    };
+    let (mut upstream, upstream_addr) = match shared.upstream.connect(shared.config.connect_timeout).await {
+        Ok(connected) => connected,
+        Err(e) => return Err(fail(&mut client, SessionError::Upstream(e)).await),
+    };
+    match within(deadline, shared, relay_auth(&mut client, &mut upstream, &raw, shared, upstream_addr)).await {
+        Ok(Ok(auth)) => Ok(Established {
+            client,
+            upstream,
+            client_buf: auth.client_buf,
+            upstream_buf: auth.upstream_buf,
+            params,
+            cancel_key: auth.cancel_key,
+            permit,
+        }),
+        Ok(Err(AuthError::Refused)) => Err(Ended::Refused),
+        Ok(Err(AuthError::Session(e))) | Err(e) => {
+            let _ = upstream.write_all(&wire::TERMINATE).await;
+            Err(fail(&mut client, e).await)
+        }
+    }
+}
+
+/// Runs `future` unless `deadline` passes first.
+async fn within<F: std::future::Future>(
+    deadline: Instant,
+    shared: &Shared,
+    future: F,
+) -> Result<F::Output, SessionError> {
+    tokio::time::timeout_at(deadline, future)
+        .await
+        .map_err(|_| SessionError::StartupTimeout(shared.config.startup_timeout))
+}
+
+async fn write_or_close(client: &mut Stream, bytes: &[u8]) -> Result<(), Ended> {
+    client
+        .write_all(bytes)
+        .await
+        .map_err(|e| Ended::Failed(SessionError::ClientIo(e)))
+}
+
+/// Sends `error` to the client as a FATAL ErrorResponse (when it is the kind of
+/// error a client should see) and returns it for the connection log.
+pub async fn fail(client: &mut Stream, error: SessionError) -> Ended {
+    if let Some(message) = error.to_error_response() {
+        let _ = client.write_all(&message).await;
+        let _ = client.flush().await;
+    }
+    Ended::Failed(error)
+}
+
+struct AuthDone {
+    client_buf: BytesMut,
+    upstream_buf: BytesMut,
+    cancel_key: Option<CancelKey>,
+}
+
+enum AuthError {
+    /// Postgres sent an ErrorResponse, already relayed.
+    Refused,
+    Session(SessionError),
+}
+
+impl From<SessionError> for AuthError {
+    fn from(e: SessionError) -> Self {
+        AuthError::Session(e)
+    }
+}
+
+/// Forwards the StartupMessage, then relays authentication: every upstream
+/// message goes to the client, and each authentication request that expects an
+/// answer (cleartext, MD5, SASL, GSS) is answered by the next client message.
+/// BackendKeyData is replaced by a key of pgshift's own; SCRAM-SHA-256-PLUS is
+/// withdrawn from the SASL mechanisms because channel binding ties the
+/// exchange to one TLS connection, and the client's is not Postgres's.
+async fn relay_auth(
+    client: &mut Stream,
+    upstream: &mut Stream,
+    startup: &Bytes,
+    shared: &Arc<Shared>,
+    upstream_addr: SocketAddr,
+) -> Result<AuthDone, AuthError> {
+    let upstream_io = |e: std::io::Error| SessionError::UpstreamLost(e.to_string());
+    upstream.write_all(startup).await.map_err(upstream_io)?;
+    upstream.flush().await.map_err(upstream_io)?;
+    let mut from_upstream = BytesMut::new();
+    let mut from_client = BytesMut::new();
+    let mut to_client = BytesMut::new();
+    let mut cancel_key = None;
+    loop {
+        let frame = match wire::read_message(upstream, &mut from_upstream, MAX_STARTUP_MESSAGE).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Err(SessionError::UpstreamLost("closed during authentication".into()).into()),
+            Err(e) => return Err(SessionError::UpstreamLost(e.to_string()).into()),
+        };
+        let needs_answer = match frame[0] {
+            b'R' => {
+                let code = i32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
+                if code == 10 {
+                    to_client.extend_from_slice(&without_channel_binding(frame)?);
+                } else {
+                    to_client.extend_from_slice(&frame);
+                }
+                // 0 = AuthenticationOk, 12 = SASLFinal: nothing to answer.
+                code != 0 && code != 12
+            }
+            b'K' => {
+                let (pid, secret) = wire::parse_backend_key_data(&frame).map_err(SessionError::Wire)?;
+                let key = shared.cancel.register(CancelTarget {
+                    addr: upstream_addr,
+                    pid,
+                    secret,
+                });
+                to_client.extend_from_slice(&wire::backend_key_data(key.pid, key.secret));
+                cancel_key = Some(key);
+                false
+            }
+            b'Z' => {
+                to_client.extend_from_slice(&frame);
+                send(client, &mut to_client).await?;
+                return Ok(AuthDone {
+                    client_buf: from_client,
+                    upstream_buf: from_upstream,
+                    cancel_key,
+                });
+            }
+            b'E' => {
+                to_client.extend_from_slice(&frame);
+                send(client, &mut to_client).await?;
+                return Err(AuthError::Refused);
+            }
+            _ => {
+                to_client.extend_from_slice(&frame);
+                false
+            }
+        };
+        if needs_answer {
+            send(client, &mut to_client).await?;
+            let answer = match wire::read_message(client, &mut from_client, MAX_STARTUP_MESSAGE).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()).into()),
+                Err(e) => return Err(SessionError::Wire(e).into()),
+            };
+            if answer[0] != b'p' {
+                return Err(SessionError::Protocol(format!(
+                    "expected a password or SASL response, got message type {:?}",
+                    answer[0] as char
+                ))
+                .into());
+            }
+            upstream.write_all(&answer).await.map_err(upstream_io)?;
+            upstream.flush().await.map_err(upstream_io)?;
+        }
+    }
+}
+
+async fn send(client: &mut Stream, out: &mut BytesMut) -> Result<(), SessionError> {
+    client.write_all(out).await.map_err(SessionError::ClientIo)?;
+    client.flush().await.map_err(SessionError::ClientIo)?;
+    out.clear();
+    Ok(())
+}
+
+/// Re-encodes an AuthenticationSASL message without the `-PLUS` mechanisms.
+fn without_channel_binding(mut frame: BytesMut) -> Result<BytesMut, SessionError> {
+    let decoded = Authentication::decode(&mut frame, &DecodeContext::default())
+        .map_err(|e| SessionError::UpstreamLost(format!("malformed AuthenticationSASL: {e}")))?;
+    let Some(Authentication::SASL(mechanisms)) = decoded else {
+        return Err(SessionError::UpstreamLost("malformed AuthenticationSASL".into()));
+    };
+    let kept: Vec<String> = mechanisms.into_iter().filter(|m| !m.ends_with("-PLUS")).collect();
+    let mut out = BytesMut::new();
+    Authentication::SASL(kept)
+        .encode(&mut out)
+        .map_err(|e| SessionError::UpstreamLost(e.to_string()))?;
+    Ok(out)
+}

@@ -1,0 +1,110 @@
+//! Connections to the upstream Postgres: TCP, then TLS negotiated with an
+//! SSLRequest according to `sslmode` (PostgreSQL docs, "Frontend/Backend
+//! Protocol", "SSL Session Encryption").
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::tls::{self, Stream, TlsError};
+use crate::config::{SslMode, UpstreamConfig};
+use crate::wire;
+
+/// Why an upstream connection could not be opened.
+#[derive(Debug, Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to Postgres at {target}: {source}")]
+    Connect { target: String, source: std::io::Error },
+    #[error("Postgres at {target} did not answer within {timeout:?}")]
+    Timeout { target: String, timeout: Duration },
+    #[error("Postgres at {target} refused TLS, and the upstream sslmode is {mode:?}")]
+    TlsRefused { target: String, mode: SslMode },
+    #[error("TLS handshake with Postgres at {target} failed: {source}")]
+    Handshake { target: String, source: std::io::Error },
+    #[error("Postgres at {target} answered the SSLRequest with {byte:#04x}, which is not 'S' or 'N'")]
+    Protocol { target: String, byte: u8 },
+}
+
+/// Opens upstream connections for every session; built once per proxy.
+pub struct Upstream {
+    config: UpstreamConfig,
+    target: String,
+    tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
+
+impl Upstream {
+    /// Prepares the TLS settings for `config`; errors if a certificate file is unusable.
+    pub fn new(config: UpstreamConfig) -> Result<Self, TlsError> {
+        let tls = match tls::client_config(config.sslmode, config.sslrootcert.as_deref())? {
+            Some(client) => Some((TlsConnector::from(client), tls::server_name(&config.host)?)),
+            None => None,
+        };
+        let target = if config.host.contains(':') {
+            format!("[{}]:{}", config.host, config.port)
+        } else {
+            format!("{}:{}", config.host, config.port)
+        };
+        Ok(Upstream { config, target, tls })
+    }
+
+    /// `host:port` of the upstream, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Connects, negotiates TLS as `sslmode` says, and returns the stream and the
+    /// peer address (where CancelRequests for this session go). The whole
+    /// exchange is bounded by `timeout`.
+    pub async fn connect(&self, timeout: Duration) -> Result<(Stream, SocketAddr), UpstreamError> {
+        tokio::time::timeout(timeout, self.connect_inner())
+            .await
+            .unwrap_or_else(|_| {
+                Err(UpstreamError::Timeout {
+                    target: self.target.clone(),
+                    timeout,
+                })
+            })
+    }
+
+    async fn connect_inner(&self) -> Result<(Stream, SocketAddr), UpstreamError> {
+        let connect_err = |source| UpstreamError::Connect {
+            target: self.target.clone(),
+            source,
+        };
+        let mut tcp = TcpStream::connect((self.config.host.as_str(), self.config.port))
+            .await
+            .map_err(connect_err)?;
+        tcp.set_nodelay(true).map_err(connect_err)?;
+        let addr = tcp.peer_addr().map_err(connect_err)?;
+        let Some((connector, name)) = &self.tls else {
+            return Ok((Stream::Plain(tcp), addr));
+        };
+        tcp.write_all(&wire::ssl_request()).await.map_err(connect_err)?;
+        let answer = tcp.read_u8().await.map_err(connect_err)?;
+        match answer {
+            b'S' => {
+                let stream = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|source| UpstreamError::Handshake {
+                        target: self.target.clone(),
+                        source,
+                    })?;
+                Ok((Stream::Client(Box::new(stream)), addr))
+            }
+            b'N' if self.config.sslmode == SslMode::Prefer => Ok((Stream::Plain(tcp), addr)),
+            b'N' => Err(UpstreamError::TlsRefused {
+                target: self.target.clone(),
+                mode: self.config.sslmode,
+            }),
+            byte => Err(UpstreamError::Protocol {
+                target: self.target.clone(),
+                byte,
+            }),
+        }
+    }
+}
