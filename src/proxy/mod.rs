@@ -101,7 +101,8 @@ impl SessionError {
     /// The FATAL ErrorResponse for this error, or `None` when the client is gone
     /// and nothing can reach it.
     pub fn to_error_response(&self) -> Option<bytes::Bytes> {
-        if matches!(self, SessionError::ClientIo(_)) {
+        // Nobody is listening: the client hung up or its socket failed.
+        if matches!(self, SessionError::ClientIo(_) | SessionError::Wire(WireError::TruncatedStartup)) {
             return None;
         }
         let message = format!("pgshift: {self}");

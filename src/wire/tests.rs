@@ -71,7 +71,7 @@ fn scanner_holds_back_an_incomplete_header() {
 fn scanner_refuses_a_length_below_four() {
     let mut scanner = FrameScanner::default();
     let err = scanner.scan(&[b'Q', 0, 0, 0, 3], &mut Recorder::default()).unwrap_err();
-    assert!(err.to_string().contains("at least 4"), "{err}");
+    assert!(err.to_string().contains("invalid message length 3"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,13 @@
+//! pgshift's integration tests: one binary, one shared harness, each test with
+//! its own throwaway Postgres cluster and proxy.
+
+mod auth;
+mod clients;
+mod disconnect;
+mod harness;
+mod hostile;
+mod large;
+mod limits;
+mod protocol;
+mod shutdown;
+mod tls;

@@ -1,0 +1,83 @@
+//! The `pgshift proxy` binary: SIGTERM drains (idle sessions close at once,
+//! busy ones finish, the rest close at the drain timeout), and `--log-format
+//! json` writes one JSON object per line with a line per connection open and close.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pgshift::cluster::{ClusterOptions, TempCluster};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+
+use crate::harness::{Raw, query};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_exits_and_logs_are_json() {
+    let cluster = tokio::task::spawn_blocking(|| TempCluster::start(&ClusterOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["proxy", "--listen", "127.0.0.1:0", "--drain-timeout", "3s", "--log-format", "json"])
+        .arg("--upstream")
+        .arg(cluster.url("postgres"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = stdout.next_line().await.unwrap().expect("a banner line");
+    let addr: std::net::SocketAddr = banner
+        .split_whitespace()
+        .find_map(|w| w.trim_end_matches(';').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"));
+
+    let (mut idle, _) = Raw::startup(addr, &[("application_name", "idle")]).await;
+    let (mut busy, _) = Raw::startup(addr, &[("application_name", "busy")]).await;
+    let (mut in_tx, _) = Raw::startup(addr, &[("application_name", "in-tx")]).await;
+    in_tx.send(&query("BEGIN")).await;
+    assert_eq!(in_tx.until_ready().await.last().unwrap().body[0], b'T');
+    busy.send(&query("SELECT pg_sleep(1)")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+
+    // The idle session is closed at once with 57P01.
+    assert_eq!(idle.error_then_close().await.as_deref(), Some("57P01"));
+    assert!(sent.elapsed() < Duration::from_secs(1), "idle sessions close at once");
+    // The busy one gets its result, then the same.
+    let result = busy.until_ready().await;
+    assert!(result.iter().any(|m| m.tag == b'D'), "the running query finishes: {result:?}");
+    assert_eq!(busy.error_then_close().await.as_deref(), Some("57P01"));
+    // New connections are no longer accepted.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // The open transaction is closed when the drain timeout passes.
+    assert_eq!(in_tx.error_then_close().await.as_deref(), Some("57P01"));
+    let waited = sent.elapsed();
+    assert!(waited >= Duration::from_millis(2500) && waited < Duration::from_secs(8), "{waited:?}");
+
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut logs = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut logs).await.unwrap();
+    let mut opened = 0;
+    let mut closed = 0;
+    for line in logs.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        match event["message"].as_str() {
+            Some("connection opened") => opened += 1,
+            Some("connection closed") => {
+                closed += 1;
+                assert!(event["duration_ms"].is_u64(), "{line}");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!((opened, closed), (3, 3), "{logs}");
+}
