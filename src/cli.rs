@@ -58,14 +58,18 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
             data_dir = %cluster.data_dir().display(),
             "started a throwaway Postgres cluster; it is removed when pgshift exits"
         );
-        config.upstream = Some(UpstreamConfig::from_url(&cluster.url("postgres"))?);
+        // The Unix socket: cheaper than loopback TCP for a local upstream.
+        config.upstream = Some(UpstreamConfig::from_url(&cluster.socket_url("postgres"))?);
         throwaway = Some(cluster);
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.workers > 0 {
         runtime.worker_threads(config.workers);
     }
-    let runtime = runtime.enable_all().build().context("starting the async runtime")?;
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     let result = runtime.block_on(async {
         let listener = TcpListener::bind(config.listen)
             .await

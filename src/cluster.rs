@@ -52,10 +52,10 @@ pub struct TempCluster {
 /// then the highest version under `/usr/lib/postgresql/*/bin`.
 pub fn find_bindir() -> Result<PathBuf, ClusterError> {
     let has_initdb = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    if let Some(dir) = std::env::var_os("PGSHIFT_PG_BINDIR").map(PathBuf::from) {
-        if has_initdb(&dir) {
-            return Ok(dir);
-        }
+    if let Some(dir) = std::env::var_os("PGSHIFT_PG_BINDIR").map(PathBuf::from)
+        && has_initdb(&dir)
+    {
+        return Ok(dir);
     }
     if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
@@ -74,7 +74,10 @@ pub fn find_bindir() -> Result<PathBuf, ClusterError> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, dir)| dir).ok_or(ClusterError::NoBinaries)
+    versions
+        .pop()
+        .map(|(_, dir)| dir)
+        .ok_or(ClusterError::NoBinaries)
 }
 
 /// The (uid, gid) to run Postgres as: `postgres` when we are root, else ourselves.
@@ -100,7 +103,8 @@ impl TempCluster {
         let owner = cluster_owner()?;
         let dir = tempfile::Builder::new().prefix("pgshift-pg-").tempdir()?;
         if let Some((uid, gid)) = owner {
-            nix::unistd::chown(dir.path(), Some(uid.into()), Some(gid.into())).map_err(std::io::Error::from)?;
+            nix::unistd::chown(dir.path(), Some(uid.into()), Some(gid.into()))
+                .map_err(std::io::Error::from)?;
         }
         let mut cluster = TempCluster {
             dir,
@@ -168,7 +172,8 @@ impl TempCluster {
         std::fs::write(path, text)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
         if let Some((uid, gid)) = self.owner {
-            nix::unistd::chown(path, Some(uid.into()), Some(gid.into())).map_err(std::io::Error::from)?;
+            nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
+                .map_err(std::io::Error::from)?;
         }
         Ok(())
     }
@@ -179,7 +184,18 @@ impl TempCluster {
         let opts = format!("-p {}", self.port);
         self.run(
             "pg_ctl",
-            &["-D", path_str(&data), "-l", path_str(&log), "-w", "-t", "60", "-o", &opts, "start"],
+            &[
+                "-D",
+                path_str(&data),
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
         )
         .map(|_| ())
     }
@@ -192,12 +208,25 @@ impl TempCluster {
     /// Stops the server with pg_ctl's `mode` (`smart`, `fast` or `immediate`).
     pub fn stop(&self, mode: &str) -> Result<(), ClusterError> {
         let data = self.data_dir();
-        self.run("pg_ctl", &["-D", path_str(&data), "-m", mode, "-w", "stop"]).map(|_| ())
+        self.run("pg_ctl", &["-D", path_str(&data), "-m", mode, "-w", "stop"])
+            .map(|_| ())
     }
 
     /// A connection URL for `dbname` as the superuser.
     pub fn url(&self, dbname: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{dbname}?sslmode=disable", self.port)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{dbname}?sslmode=disable",
+            self.port
+        )
+    }
+
+    /// A connection URL for `dbname` over the cluster's Unix-domain socket.
+    pub fn socket_url(&self, dbname: &str) -> String {
+        format!(
+            "postgres:///{dbname}?host={}&port={}&user=postgres",
+            self.dir.path().display(),
+            self.port
+        )
     }
 
     /// The data directory.
@@ -224,7 +253,10 @@ impl TempCluster {
         let mut command = Command::new(self.bindir.join(program));
         // A process group of its own: a Ctrl-C meant for pgshift must not reach
         // the postmaster before pgshift has drained its sessions.
-        command.args(args).current_dir(self.dir.path()).process_group(0);
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .process_group(0);
         if let Some((uid, gid)) = self.owner {
             command.uid(uid).gid(gid);
         }
@@ -242,7 +274,11 @@ impl TempCluster {
                 detail: format!(
                     "{}{}{}",
                     String::from_utf8_lossy(&out.stderr).trim(),
-                    if tail.is_empty() { "" } else { "; server log: " },
+                    if tail.is_empty() {
+                        ""
+                    } else {
+                        "; server log: "
+                    },
                     tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
                 ),
             })
@@ -254,7 +290,10 @@ impl Drop for TempCluster {
     fn drop(&mut self) {
         let data = self.data_dir();
         if data.join("postmaster.pid").exists() {
-            let _ = self.run("pg_ctl", &["-D", path_str(&data), "-m", "immediate", "-w", "stop"]);
+            let _ = self.run(
+                "pg_ctl",
+                &["-D", path_str(&data), "-m", "immediate", "-w", "stop"],
+            );
         }
     }
 }

@@ -42,12 +42,16 @@ pub enum SslMode {
 
 /// Where the upstream Postgres is and how to reach it. Parsed from a
 /// `postgres://user:password@host:port/dbname?sslmode=..&sslrootcert=..` URL.
+/// As in libpq, a `host` that starts with `/` (in the URL's authority or as a
+/// `host=` query parameter) is the directory of a Unix-domain socket, which
+/// is cheaper than loopback TCP; TLS is never used on it.
 ///
 /// Client sessions use only `host`, `port` and the TLS settings: the user and
 /// database come from each client's own startup packet. `user`, `password` and
 /// `dbname` are for pgshift's own connections to the database.
 #[derive(Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
+    /// A host name, an IP address, or a Unix-socket directory (starts with `/`).
     pub host: String,
     pub port: u16,
     pub user: Option<String>,
@@ -83,26 +87,27 @@ impl UpstreamConfig {
             value: redact_url(raw),
             reason,
         };
-        let url = url::Url::parse(raw).map_err(|e| invalid(format!("{e}; expected postgres://user@host:port/dbname")))?;
+        let url = url::Url::parse(raw)
+            .map_err(|e| invalid(format!("{e}; expected postgres://user@host:port/dbname")))?;
         if url.scheme() != "postgres" && url.scheme() != "postgresql" {
-            return Err(invalid("the scheme must be postgres:// or postgresql://".into()));
+            return Err(invalid(
+                "the scheme must be postgres:// or postgresql://".into(),
+            ));
         }
-        let host = url
+        let mut host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| invalid("the URL names no host".into()))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string());
+        let mut port = url.port().unwrap_or(5432);
         let decode = |s: &str| {
             url::form_urlencoded::parse(format!("x={s}").as_bytes())
                 .next()
                 .map(|(_, v)| v.into_owned())
                 .unwrap_or_default()
         };
-        let user = Some(url.username()).filter(|u| !u.is_empty()).map(decode);
-        let password = url.password().map(decode);
-        let dbname = Some(url.path().trim_start_matches('/'))
+        let mut user = Some(url.username()).filter(|u| !u.is_empty()).map(decode);
+        let mut password = url.password().map(decode);
+        let mut dbname = Some(url.path().trim_start_matches('/'))
             .filter(|d| !d.is_empty())
             .map(decode);
         let mut sslmode = SslMode::Prefer;
@@ -123,15 +128,27 @@ impl UpstreamConfig {
                     }
                 }
                 "sslrootcert" => sslrootcert = Some(PathBuf::from(value.as_ref())),
+                "host" => host = Some(value.into_owned()),
+                "user" => user = Some(value.into_owned()),
+                "password" => password = Some(value.into_owned()),
+                "dbname" => dbname = Some(value.into_owned()),
+                "port" => {
+                    port = value
+                        .parse()
+                        .map_err(|_| invalid(format!("port={value} is not a port number")))?
+                }
                 // Harmless libpq parameters that only matter to other clients.
                 "application_name" | "connect_timeout" => {}
                 other => {
                     return Err(invalid(format!(
-                        "URL parameter `{other}` is not supported; supported: sslmode, sslrootcert"
+                        "URL parameter `{other}` is not supported; supported: host, port, user, password, dbname, sslmode, sslrootcert"
                     )));
                 }
             }
         }
+        let host = host.ok_or_else(|| {
+            invalid("the URL names no host; write postgres://host:port/db or postgres:///db?host=/socket/dir".into())
+        })?;
         if sslmode == SslMode::VerifyFull && sslrootcert.is_none() {
             return Err(invalid(
                 "sslmode=verify-full needs sslrootcert=/path/to/ca.pem to check the server's certificate".into(),
@@ -139,13 +156,22 @@ impl UpstreamConfig {
         }
         Ok(UpstreamConfig {
             host,
-            port: url.port().unwrap_or(5432),
+            port,
             user,
             password,
             dbname,
             sslmode,
             sslrootcert,
         })
+    }
+}
+
+impl UpstreamConfig {
+    /// The Unix-socket path (`<dir>/.s.PGSQL.<port>`) when `host` is a directory.
+    pub fn unix_socket(&self) -> Option<PathBuf> {
+        self.host
+            .starts_with('/')
+            .then(|| Path::new(&self.host).join(format!(".s.PGSQL.{}", self.port)))
     }
 }
 
@@ -236,7 +262,9 @@ impl ProxyConfig {
             None => FileConfig::default(),
         };
         let merged = cli.clone().or(from_file.proxy);
-        let listen_raw = merged.listen.unwrap_or_else(|| "127.0.0.1:6432".to_string());
+        let listen_raw = merged
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:6432".to_string());
         let listen = listen_raw.parse().map_err(|e| ConfigError::Invalid {
             setting: "listen",
             value: listen_raw.clone(),
@@ -253,7 +281,11 @@ impl ProxyConfig {
             (None, None) => None,
             (cert, _) => {
                 return Err(ConfigError::Invalid {
-                    setting: if cert.is_some() { "tls_key" } else { "tls_cert" },
+                    setting: if cert.is_some() {
+                        "tls_key"
+                    } else {
+                        "tls_cert"
+                    },
                     value: String::new(),
                     reason: "tls_cert and tls_key must be given together".into(),
                 });
@@ -267,12 +299,27 @@ impl ProxyConfig {
                 reason: format!("{e}; write a duration such as 500ms, 10s or 2m"),
             }),
         };
-        config.startup_timeout = duration("startup_timeout", merged.startup_timeout, config.startup_timeout)?;
-        config.message_timeout = duration("message_timeout", merged.message_timeout, config.message_timeout)?;
-        config.connect_timeout = duration("connect_timeout", merged.connect_timeout, config.connect_timeout)?;
-        config.drain_timeout = duration("drain_timeout", merged.drain_timeout, config.drain_timeout)?;
+        config.startup_timeout = duration(
+            "startup_timeout",
+            merged.startup_timeout,
+            config.startup_timeout,
+        )?;
+        config.message_timeout = duration(
+            "message_timeout",
+            merged.message_timeout,
+            config.message_timeout,
+        )?;
+        config.connect_timeout = duration(
+            "connect_timeout",
+            merged.connect_timeout,
+            config.connect_timeout,
+        )?;
+        config.drain_timeout =
+            duration("drain_timeout", merged.drain_timeout, config.drain_timeout)?;
         config.max_clients = merged.max_clients.unwrap_or(config.max_clients);
-        config.max_message_length = merged.max_message_length.unwrap_or(config.max_message_length);
+        config.max_message_length = merged
+            .max_message_length
+            .unwrap_or(config.max_message_length);
         config.log_format = merged.log_format.unwrap_or(config.log_format);
         config.workers = merged.workers.unwrap_or(config.workers);
         if config.max_clients == 0 {

@@ -28,7 +28,9 @@ pub const HEADER_LEN: usize = 5;
 /// A framing problem in bytes received from a peer.
 #[derive(Debug, Error)]
 pub enum WireError {
-    #[error("invalid startup packet length {0}: must be between 8 and {MAX_STARTUP_PACKET_LENGTH} bytes")]
+    #[error(
+        "invalid startup packet length {0}: must be between 8 and {MAX_STARTUP_PACKET_LENGTH} bytes"
+    )]
     StartupLength(u32),
     #[error("the connection closed in the middle of a startup packet")]
     TruncatedStartup,
@@ -156,7 +158,10 @@ pub async fn read_message<R: AsyncRead + Unpin>(
         if buf.len() >= HEADER_LEN {
             let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
             if len < 4 || len as usize - 4 > max_len {
-                return Err(WireError::BadLength { tag: buf[0] as char, len });
+                return Err(WireError::BadLength {
+                    tag: buf[0] as char,
+                    len,
+                });
             }
             let total = 1 + len as usize;
             if buf.len() >= total {
@@ -183,7 +188,19 @@ pub async fn read_message<R: AsyncRead + Unpin>(
 pub fn is_frontend_tag(tag: u8) -> bool {
     matches!(
         tag,
-        b'B' | b'C' | b'd' | b'c' | b'f' | b'D' | b'E' | b'H' | b'F' | b'P' | b'p' | b'Q' | b'S' | b'X'
+        b'B' | b'C'
+            | b'd'
+            | b'c'
+            | b'f'
+            | b'D'
+            | b'E'
+            | b'H'
+            | b'F'
+            | b'P'
+            | b'p'
+            | b'Q'
+            | b'S'
+            | b'X'
     )
 }
 
@@ -224,7 +241,11 @@ impl FrameScanner {
     /// stopped) and returns how many of them may be forwarded now. The rest (an
     /// incomplete header, or an incomplete frame wanted whole) must be kept and
     /// passed again, with more bytes after it, on the next call.
-    pub fn scan<V: FrameVisitor>(&mut self, buf: &[u8], visitor: &mut V) -> Result<usize, V::Error> {
+    pub fn scan<V: FrameVisitor>(
+        &mut self,
+        buf: &[u8],
+        visitor: &mut V,
+    ) -> Result<usize, V::Error> {
         let mut pos = 0;
         loop {
             if self.remaining > 0 {
@@ -244,7 +265,11 @@ impl FrameScanner {
                 Want::Whole
             } else {
                 if len < 4 {
-                    return Err(WireError::BadLength { tag: tag as char, len }.into());
+                    return Err(WireError::BadLength {
+                        tag: tag as char,
+                        len,
+                    }
+                    .into());
                 }
                 visitor.header(tag, len)?
             };

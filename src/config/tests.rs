@@ -18,18 +18,32 @@ fn upstream_url_parses_every_part() {
 #[test]
 fn upstream_url_defaults_to_prefer_and_5432() {
     let up = UpstreamConfig::from_url("postgresql://127.0.0.1").unwrap();
-    assert_eq!((up.port, up.sslmode, up.user, up.dbname), (5432, SslMode::Prefer, None, None));
+    assert_eq!(
+        (up.port, up.sslmode, up.user, up.dbname),
+        (5432, SslMode::Prefer, None, None)
+    );
 }
 
 #[test]
 fn upstream_url_errors_say_what_to_do() {
-    let err = UpstreamConfig::from_url("postgres://h/db?sslmode=verify-ca").unwrap_err().to_string();
-    assert!(err.contains("use disable, prefer, require or verify-full"), "{err}");
-    let err = UpstreamConfig::from_url("postgres://h/db?sslmode=verify-full").unwrap_err().to_string();
+    let err = UpstreamConfig::from_url("postgres://h/db?sslmode=verify-ca")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("use disable, prefer, require or verify-full"),
+        "{err}"
+    );
+    let err = UpstreamConfig::from_url("postgres://h/db?sslmode=verify-full")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("sslrootcert"), "{err}");
-    let err = UpstreamConfig::from_url("mysql://h/db").unwrap_err().to_string();
+    let err = UpstreamConfig::from_url("mysql://h/db")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("postgres://"), "{err}");
-    let err = UpstreamConfig::from_url("postgres://u:hunter2@h/db?bogus=1").unwrap_err().to_string();
+    let err = UpstreamConfig::from_url("postgres://u:hunter2@h/db?bogus=1")
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bogus") && !err.contains("hunter2"), "{err}");
 }
 
@@ -64,8 +78,13 @@ fn unknown_file_keys_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pgshift.toml");
     std::fs::write(&path, "[proxy]\nlisen = \"x\"\n").unwrap();
-    let err = ProxyConfig::resolve(&ProxySettings::default(), Some(&path)).unwrap_err().to_string();
-    assert!(err.contains("lisen") && err.contains("pgshift.toml"), "{err}");
+    let err = ProxyConfig::resolve(&ProxySettings::default(), Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lisen") && err.contains("pgshift.toml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -75,11 +94,41 @@ fn bad_durations_and_lone_tls_files_are_refused() {
         ..Default::default()
     };
     let err = ProxyConfig::resolve(&cli, None).unwrap_err().to_string();
-    assert!(err.contains("startup_timeout") && err.contains("10s"), "{err}");
+    assert!(
+        err.contains("startup_timeout") && err.contains("10s"),
+        "{err}"
+    );
     let cli = ProxySettings {
         tls_cert: Some("c.pem".into()),
         ..Default::default()
     };
     let err = ProxyConfig::resolve(&cli, None).unwrap_err().to_string();
     assert!(err.contains("together"), "{err}");
+}
+
+#[test]
+fn unix_socket_upstreams_as_libpq_writes_them() {
+    let up =
+        UpstreamConfig::from_url("postgres:///orders?host=/var/run/postgresql&port=5433&user=app")
+            .unwrap();
+    assert_eq!(
+        up.unix_socket(),
+        Some(PathBuf::from("/var/run/postgresql/.s.PGSQL.5433"))
+    );
+    assert_eq!(
+        (up.user.as_deref(), up.dbname.as_deref()),
+        (Some("app"), Some("orders"))
+    );
+    let up = UpstreamConfig::from_url("postgresql:///orders?host=%2Ftmp").unwrap();
+    assert_eq!(up.unix_socket(), Some(PathBuf::from("/tmp/.s.PGSQL.5432")));
+    assert_eq!(
+        UpstreamConfig::from_url("postgres://db:5432/x")
+            .unwrap()
+            .unix_socket(),
+        None
+    );
+    let err = UpstreamConfig::from_url("postgres:///orders")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("host=/socket/dir"), "{err}");
 }

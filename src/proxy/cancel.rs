@@ -3,6 +3,7 @@
 //! (PostgreSQL docs, "Frontend/Backend Protocol", "Canceling Requests in Progress").
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
@@ -10,15 +11,23 @@ use std::time::Duration;
 use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::wire;
+
+/// Where an upstream server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    Tcp(SocketAddr),
+    /// The socket file `<dir>/.s.PGSQL.<port>`.
+    Unix(PathBuf),
+}
 
 /// The upstream backend behind one client session, as its BackendKeyData named it.
 #[derive(Debug, Clone)]
 pub struct CancelTarget {
     /// The upstream server's address.
-    pub addr: SocketAddr,
+    pub addr: UpstreamAddr,
     /// The backend's process id.
     pub pid: i32,
     /// The backend's secret key (4 bytes in protocol 3.0, up to 256 in 3.2).
@@ -47,7 +56,11 @@ impl CancelRegistry {
     /// Issues a fresh key for a client whose session runs on `target`.
     /// The pid is a per-proxy counter, the secret is random.
     pub fn register(self: &Arc<Self>, target: CancelTarget) -> CancelKey {
-        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0x7fff_ffff;
+        let pid = self
+            .next_pid
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1)
+            & 0x7fff_ffff;
         let secret: i32 = rand::random();
         self.map.insert(pid, (secret, target));
         CancelKey {
@@ -65,6 +78,16 @@ impl CancelRegistry {
     }
 }
 
+impl CancelKey {
+    /// The upstream backend this key stands for.
+    pub fn target(&self) -> Option<CancelTarget> {
+        self.registry
+            .map
+            .get(&self.pid)
+            .map(|entry| entry.value().1.clone())
+    }
+}
+
 impl Drop for CancelKey {
     fn drop(&mut self) {
         self.registry.map.remove(&self.pid);
@@ -76,14 +99,24 @@ impl Drop for CancelKey {
 /// sent. Cancel requests are never encrypted: Postgres accepts them in the
 /// clear before any authentication.
 pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
+    let packet = wire::cancel_request(target.pid, &target.secret);
     let exchange = async {
-        let mut stream = TcpStream::connect(target.addr).await?;
-        stream.write_all(&wire::cancel_request(target.pid, &target.secret)).await?;
-        let mut sink = [0u8; 64];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok(())
+        match &target.addr {
+            UpstreamAddr::Tcp(addr) => deliver(TcpStream::connect(addr).await?, &packet).await,
+            UpstreamAddr::Unix(path) => deliver(UnixStream::connect(path).await?, &packet).await,
+        }
     };
     tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+async fn deliver<S>(mut stream: S, packet: &[u8]) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(packet).await?;
+    let mut sink = [0u8; 64];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
 }

@@ -50,7 +50,9 @@ pub enum SessionError {
     UpstreamLost(String),
     #[error("invalid frontend message type {:?}", *.0 as char)]
     UnknownMessage(u8),
-    #[error("message type {tag:?} of {len} bytes is longer than pgshift's max_message_length ({max} bytes)")]
+    #[error(
+        "message type {tag:?} of {len} bytes is longer than pgshift's max_message_length ({max} bytes)"
+    )]
     MessageTooLong { tag: char, len: usize, max: usize },
     #[error("the client sent part of a message and nothing more for {0:?}")]
     MessageTimeout(Duration),
@@ -80,9 +82,9 @@ impl SessionError {
 
     fn hint(&self) -> Option<&'static str> {
         match self {
-            SessionError::StartupTimeout(_) => {
-                Some("Send the startup packet and finish authentication sooner, or raise startup_timeout.")
-            }
+            SessionError::StartupTimeout(_) => Some(
+                "Send the startup packet and finish authentication sooner, or raise startup_timeout.",
+            ),
             SessionError::TooManyClients(_) => {
                 Some("Close idle connections, or raise max_clients in the pgshift configuration.")
             }
@@ -92,8 +94,12 @@ impl SessionError {
             SessionError::MessageTooLong { .. } => {
                 Some("Send smaller messages (COPY in chunks), or raise max_message_length.")
             }
-            SessionError::MessageTimeout(_) => Some("Check the client's network, or raise message_timeout."),
-            SessionError::Shutdown => Some("Reconnect; another pgshift instance or this one after restart will serve you."),
+            SessionError::MessageTimeout(_) => {
+                Some("Check the client's network, or raise message_timeout.")
+            }
+            SessionError::Shutdown => Some(
+                "Reconnect; another pgshift instance or this one after restart will serve you.",
+            ),
             _ => None,
         }
     }
@@ -102,11 +108,19 @@ impl SessionError {
     /// and nothing can reach it.
     pub fn to_error_response(&self) -> Option<bytes::Bytes> {
         // Nobody is listening: the client hung up or its socket failed.
-        if matches!(self, SessionError::ClientIo(_) | SessionError::Wire(WireError::TruncatedStartup)) {
+        if matches!(
+            self,
+            SessionError::ClientIo(_) | SessionError::Wire(WireError::TruncatedStartup)
+        ) {
             return None;
         }
         let message = format!("pgshift: {self}");
-        Some(wire::error_response(Severity::Fatal, self.sqlstate(), &message, self.hint()))
+        Some(wire::error_response(
+            Severity::Fatal,
+            self.sqlstate(),
+            &message,
+            self.hint(),
+        ))
     }
 }
 
@@ -184,9 +198,15 @@ pub async fn run(
     tracing::info!(sessions = active, timeout = ?drain_timeout, "shutting down: draining sessions");
     let _ = phase_tx.send(Phase::Draining);
     drop(done_tx);
-    if tokio::time::timeout(drain_timeout, done_rx.recv()).await.is_err() {
+    if tokio::time::timeout(drain_timeout, done_rx.recv())
+        .await
+        .is_err()
+    {
         let left = shared.config.max_clients - shared.clients.available_permits();
-        tracing::warn!(sessions = left, "drain timeout passed; closing the remaining sessions");
+        tracing::warn!(
+            sessions = left,
+            "drain timeout passed; closing the remaining sessions"
+        );
         let _ = phase_tx.send(Phase::Closing);
         done_rx.recv().await;
     }

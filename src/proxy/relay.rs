@@ -182,7 +182,11 @@ where
         let read = if scanner.mid_frame(buf.len()) {
             match tokio::time::timeout(limits.message_timeout, client.read_buf(&mut buf)).await {
                 Ok(read) => read,
-                Err(_) => return RelayEnd::ClientViolation(SessionError::MessageTimeout(limits.message_timeout)),
+                Err(_) => {
+                    return RelayEnd::ClientViolation(SessionError::MessageTimeout(
+                        limits.message_timeout,
+                    ));
+                }
             }
         } else {
             client.read_buf(&mut buf).await
@@ -204,8 +208,14 @@ impl FrameVisitor for UpstreamFrames<'_> {
     type Error = WireError;
 
     fn header(&mut self, tag: u8, _len: u32) -> Result<Want, WireError> {
-        self.state.upstream_sent_error.store(tag == b'E', Ordering::Relaxed);
-        Ok(if tag == b'Z' { Want::Whole } else { Want::Header })
+        self.state
+            .upstream_sent_error
+            .store(tag == b'E', Ordering::Relaxed);
+        Ok(if tag == b'Z' {
+            Want::Whole
+        } else {
+            Want::Header
+        })
     }
 
     fn frame(&mut self, frame: &[u8]) -> Result<(), WireError> {
@@ -239,7 +249,12 @@ where
         if !buf.is_empty() {
             let ready = match scanner.scan(&buf, &mut frames) {
                 Ok(n) => n,
-                Err(e) => return RelayEnd::UpstreamIo(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+                Err(e) => {
+                    return RelayEnd::UpstreamIo(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        e,
+                    ));
+                }
             };
             if ready > 0 {
                 state.client_at_boundary.store(false, Ordering::Relaxed);

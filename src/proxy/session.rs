@@ -17,7 +17,12 @@ use crate::wire;
 /// Serves one accepted connection to its end. Never panics on client input and
 /// never returns an error: everything is logged here. `_done` tells the accept
 /// loop, by being dropped, that this connection is finished.
-pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr, _done: mpsc::Sender<()>) {
+pub async fn serve(
+    shared: Arc<Shared>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    _done: mpsc::Sender<()>,
+) {
     let opened = Instant::now();
     let _ = socket.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + shared.config.startup_timeout;
@@ -34,7 +39,11 @@ pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr, _do
         .get("database")
         .cloned()
         .unwrap_or_else(|| user.clone());
-    let application_name = established.params.get("application_name").cloned().unwrap_or_default();
+    let application_name = established
+        .params
+        .get("application_name")
+        .cloned()
+        .unwrap_or_default();
     let tls = established.client.is_tls();
     tracing::info!(client = %peer, %user, %database, %application_name, tls, "connection opened");
 
@@ -53,7 +62,9 @@ pub async fn serve(shared: Arc<Shared>, socket: TcpStream, peer: SocketAddr, _do
 fn log_startup_end(ended: &Ended, peer: SocketAddr, opened: Instant) {
     let duration_ms = opened.elapsed().as_millis() as u64;
     match ended {
-        Ended::Closed => tracing::debug!(client = %peer, duration_ms, "connection closed before startup"),
+        Ended::Closed => {
+            tracing::debug!(client = %peer, duration_ms, "connection closed before startup")
+        }
         Ended::Cancel { matched } => {
             tracing::info!(client = %peer, duration_ms, matched, "cancel request")
         }
@@ -101,34 +112,35 @@ async fn relay_session(shared: &Shared, established: Established) -> (String, Se
 
     let reason = end.to_string();
     let busy = state.busy();
-    let end_kind = if matches!(end, End::Relay(RelayEnd::ClientTerminated)) { EndKind::Terminated } else { EndKind::Other };
-    let upstream_alive = !matches!(end, End::Relay(RelayEnd::UpstreamClosed | RelayEnd::UpstreamIo(_)));
+    let end_kind = if matches!(end, End::Relay(RelayEnd::ClientTerminated)) {
+        EndKind::Terminated
+    } else {
+        EndKind::Other
+    };
+    let upstream_alive = !matches!(
+        end,
+        End::Relay(RelayEnd::UpstreamClosed | RelayEnd::UpstreamIo(_))
+    );
     let tell_client = match end {
         End::Relay(RelayEnd::ClientViolation(e)) => Some(e),
-        End::Relay(RelayEnd::UpstreamClosed) if !state.upstream_sent_error() => {
-            Some(SessionError::UpstreamLost("Postgres closed the connection".into()))
-        }
+        End::Relay(RelayEnd::UpstreamClosed) if !state.upstream_sent_error() => Some(
+            SessionError::UpstreamLost("Postgres closed the connection".into()),
+        ),
         End::Relay(RelayEnd::UpstreamIo(e)) => Some(SessionError::UpstreamLost(e.to_string())),
         End::Shutdown(_) => Some(SessionError::Shutdown),
         _ => None,
     };
-    if let Some(error) = tell_client {
-        if state.client_at_boundary() {
-            if let Some(message) = error.to_error_response() {
-                let _ = client_write.write_all(&message).await;
-                let _ = client_write.flush().await;
-            }
-        }
+    if let Some(message) = tell_client.and_then(|e| e.to_error_response())
+        && state.client_at_boundary()
+    {
+        let _ = client_write.write_all(&message).await;
+        let _ = client_write.flush().await;
     }
     if upstream_alive {
-        if busy {
-            // Postgres notices a closed socket only when it next reads; a running
-            // query would go on. Cancel it so nothing outlives the client.
-            if let Some(key) = &cancel_key {
-                if let Some(target) = shared.cancel.lookup(key.pid, &key.secret.to_be_bytes()) {
-                    let _ = super::cancel::send_cancel(&target).await;
-                }
-            }
+        // Postgres notices a closed socket only when it next reads; a running
+        // query would go on. Cancel it so nothing outlives the client.
+        if busy && let Some(target) = cancel_key.as_ref().and_then(|key| key.target()) {
+            let _ = super::cancel::send_cancel(&target).await;
         }
         if !matches!(end_kind, EndKind::Terminated) {
             let _ = upstream_write.write_all(&wire::TERMINATE).await;

@@ -4,18 +4,17 @@
 //! (PostgreSQL docs, "Frontend/Backend Protocol", "Start-up").
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::Authentication;
 use pgwire::messages::{DecodeContext, Message};
-use tokio::io::{AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::cancel::{self, CancelKey, CancelTarget};
+use super::cancel::{self, CancelKey, CancelTarget, UpstreamAddr};
 use super::tls::Stream;
 use super::{SessionError, Shared};
 use crate::wire::{self, StartupPacket};
@@ -76,7 +75,8 @@ pub async fn handshake(
         };
         match packet {
             StartupPacket::SslRequest | StartupPacket::GssEncRequest if client.is_tls() => {
-                let e = SessionError::Protocol("SSLRequest or GSSENCRequest sent inside TLS".into());
+                let e =
+                    SessionError::Protocol("SSLRequest or GSSENCRequest sent inside TLS".into());
                 return Err(fail(&mut client, e).await);
             }
             StartupPacket::SslRequest => {
@@ -98,10 +98,10 @@ pub async fn handshake(
             StartupPacket::Cancel { pid, secret } => {
                 let target = shared.cancel.lookup(pid, &secret);
                 let matched = target.is_some();
-                if let Some(target) = target {
-                    if let Err(e) = cancel::send_cancel(&target).await {
-                        tracing::warn!(error = %e, "could not forward a CancelRequest upstream");
-                    }
+                if let Some(target) = target
+                    && let Err(e) = cancel::send_cancel(&target).await
+                {
+                    tracing::warn!(error = %e, "could not forward a CancelRequest upstream");
                 }
                 return Err(Ended::Cancel { matched });
             }
@@ -113,11 +113,18 @@ pub async fn handshake(
         let e = SessionError::TooManyClients(shared.config.max_clients);
         return Err(fail(&mut client, e).await);
     };
-    let (mut upstream, upstream_addr) = match shared.upstream.connect(shared.config.connect_timeout).await {
-        Ok(connected) => connected,
-        Err(e) => return Err(fail(&mut client, SessionError::Upstream(e)).await),
-    };
-    match within(deadline, shared, relay_auth(&mut client, &mut upstream, &raw, shared, upstream_addr)).await {
+    let (mut upstream, upstream_addr) =
+        match shared.upstream.connect(shared.config.connect_timeout).await {
+            Ok(connected) => connected,
+            Err(e) => return Err(fail(&mut client, SessionError::Upstream(e)).await),
+        };
+    match within(
+        deadline,
+        shared,
+        relay_auth(&mut client, &mut upstream, &raw, shared, upstream_addr),
+    )
+    .await
+    {
         Ok(Ok(auth)) => Ok(Established {
             client,
             upstream,
@@ -192,7 +199,7 @@ async fn relay_auth(
     upstream: &mut Stream,
     startup: &Bytes,
     shared: &Arc<Shared>,
-    upstream_addr: SocketAddr,
+    upstream_addr: UpstreamAddr,
 ) -> Result<AuthDone, AuthError> {
     let upstream_io = |e: std::io::Error| SessionError::UpstreamLost(e.to_string());
     upstream.write_all(startup).await.map_err(upstream_io)?;
@@ -202,11 +209,16 @@ async fn relay_auth(
     let mut to_client = BytesMut::new();
     let mut cancel_key = None;
     loop {
-        let frame = match wire::read_message(upstream, &mut from_upstream, MAX_STARTUP_MESSAGE).await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return Err(SessionError::UpstreamLost("closed during authentication".into()).into()),
-            Err(e) => return Err(SessionError::UpstreamLost(e.to_string()).into()),
-        };
+        let frame =
+            match wire::read_message(upstream, &mut from_upstream, MAX_STARTUP_MESSAGE).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    return Err(
+                        SessionError::UpstreamLost("closed during authentication".into()).into(),
+                    );
+                }
+                Err(e) => return Err(SessionError::UpstreamLost(e.to_string()).into()),
+            };
         let needs_answer = match frame[0] {
             b'R' => {
                 let code = i32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
@@ -219,9 +231,10 @@ async fn relay_auth(
                 code != 0 && code != 12
             }
             b'K' => {
-                let (pid, secret) = wire::parse_backend_key_data(&frame).map_err(SessionError::Wire)?;
+                let (pid, secret) =
+                    wire::parse_backend_key_data(&frame).map_err(SessionError::Wire)?;
                 let key = shared.cancel.register(CancelTarget {
-                    addr: upstream_addr,
+                    addr: upstream_addr.clone(),
                     pid,
                     secret,
                 });
@@ -250,9 +263,15 @@ async fn relay_auth(
         };
         if needs_answer {
             send(client, &mut to_client).await?;
-            let answer = match wire::read_message(client, &mut from_client, MAX_STARTUP_MESSAGE).await {
+            let answer = match wire::read_message(client, &mut from_client, MAX_STARTUP_MESSAGE)
+                .await
+            {
                 Ok(Some(answer)) => answer,
-                Ok(None) => return Err(SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()).into()),
+                Ok(None) => {
+                    return Err(
+                        SessionError::ClientIo(std::io::ErrorKind::UnexpectedEof.into()).into(),
+                    );
+                }
                 Err(e) => return Err(SessionError::Wire(e).into()),
             };
             if answer[0] != b'p' {
@@ -269,7 +288,10 @@ async fn relay_auth(
 }
 
 async fn send(client: &mut Stream, out: &mut BytesMut) -> Result<(), SessionError> {
-    client.write_all(out).await.map_err(SessionError::ClientIo)?;
+    client
+        .write_all(out)
+        .await
+        .map_err(SessionError::ClientIo)?;
     client.flush().await.map_err(SessionError::ClientIo)?;
     out.clear();
     Ok(())
@@ -280,9 +302,14 @@ fn without_channel_binding(mut frame: BytesMut) -> Result<BytesMut, SessionError
     let decoded = Authentication::decode(&mut frame, &DecodeContext::default())
         .map_err(|e| SessionError::UpstreamLost(format!("malformed AuthenticationSASL: {e}")))?;
     let Some(Authentication::SASL(mechanisms)) = decoded else {
-        return Err(SessionError::UpstreamLost("malformed AuthenticationSASL".into()));
+        return Err(SessionError::UpstreamLost(
+            "malformed AuthenticationSASL".into(),
+        ));
     };
-    let kept: Vec<String> = mechanisms.into_iter().filter(|m| !m.ends_with("-PLUS")).collect();
+    let kept: Vec<String> = mechanisms
+        .into_iter()
+        .filter(|m| !m.ends_with("-PLUS"))
+        .collect();
     let mut out = BytesMut::new();
     Authentication::SASL(kept)
         .encode(&mut out)

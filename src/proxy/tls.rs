@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::{SslMode, TlsFiles};
 
@@ -70,7 +70,8 @@ pub fn client_config(
     mode: SslMode,
     rootcert: Option<&std::path::Path>,
 ) -> Result<Option<Arc<ClientConfig>>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let config = match mode {
         SslMode::Disable => return Ok(None),
         SslMode::Prefer | SslMode::Require => builder
@@ -123,7 +124,12 @@ impl ServerCertVerifier for NoCertificateCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -132,7 +138,12 @@ impl ServerCertVerifier for NoCertificateCheck {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -140,9 +151,12 @@ impl ServerCertVerifier for NoCertificateCheck {
     }
 }
 
-/// A connection to a client or to the upstream: plain TCP, or TLS over it.
+/// A connection to a client or to the upstream: plain TCP, TLS over TCP, or
+/// a Unix-domain socket (upstream only).
 pub enum Stream {
     Plain(TcpStream),
+    /// A Unix-domain socket to a local upstream; never encrypted.
+    Unix(UnixStream),
     /// TLS that pgshift serves to a client.
     Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// TLS that pgshift opened to the upstream.
@@ -152,7 +166,7 @@ pub enum Stream {
 impl Stream {
     /// True for either TLS variant.
     pub fn is_tls(&self) -> bool {
-        !matches!(self, Stream::Plain(_))
+        matches!(self, Stream::Server(_) | Stream::Client(_))
     }
 }
 
@@ -160,6 +174,10 @@ macro_rules! each_stream {
     ($self:expr, $s:ident => $body:expr) => {
         match $self.get_mut() {
             Stream::Plain($s) => {
+                let $s = Pin::new($s);
+                $body
+            }
+            Stream::Unix($s) => {
                 let $s = Pin::new($s);
                 $body
             }
@@ -176,13 +194,21 @@ macro_rules! each_stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         each_stream!(self, s => s.poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         each_stream!(self, s => s.poll_write(cx, buf))
     }
 
@@ -197,6 +223,7 @@ impl AsyncWrite for Stream {
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Unix(s) => s.is_write_vectored(),
             Stream::Server(s) => s.is_write_vectored(),
             Stream::Client(s) => s.is_write_vectored(),
         }

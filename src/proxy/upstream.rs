@@ -2,14 +2,15 @@
 //! SSLRequest according to `sslmode` (PostgreSQL docs, "Frontend/Backend
 //! Protocol", "SSL Session Encryption").
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
+use super::cancel::UpstreamAddr;
 use super::tls::{self, Stream, TlsError};
 use crate::config::{SslMode, UpstreamConfig};
 use crate::wire;
@@ -18,14 +19,22 @@ use crate::wire;
 #[derive(Debug, Error)]
 pub enum UpstreamError {
     #[error("cannot connect to Postgres at {target}: {source}")]
-    Connect { target: String, source: std::io::Error },
+    Connect {
+        target: String,
+        source: std::io::Error,
+    },
     #[error("Postgres at {target} did not answer within {timeout:?}")]
     Timeout { target: String, timeout: Duration },
     #[error("Postgres at {target} refused TLS, and the upstream sslmode is {mode:?}")]
     TlsRefused { target: String, mode: SslMode },
     #[error("TLS handshake with Postgres at {target} failed: {source}")]
-    Handshake { target: String, source: std::io::Error },
-    #[error("Postgres at {target} answered the SSLRequest with {byte:#04x}, which is not 'S' or 'N'")]
+    Handshake {
+        target: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "Postgres at {target} answered the SSLRequest with {byte:#04x}, which is not 'S' or 'N'"
+    )]
     Protocol { target: String, byte: u8 },
 }
 
@@ -33,25 +42,38 @@ pub enum UpstreamError {
 pub struct Upstream {
     config: UpstreamConfig,
     target: String,
+    unix_socket: Option<PathBuf>,
     tls: Option<(TlsConnector, rustls::pki_types::ServerName<'static>)>,
 }
 
 impl Upstream {
     /// Prepares the TLS settings for `config`; errors if a certificate file is unusable.
     pub fn new(config: UpstreamConfig) -> Result<Self, TlsError> {
-        let tls = match tls::client_config(config.sslmode, config.sslrootcert.as_deref())? {
+        let unix_socket = config.unix_socket();
+        // As libpq, never TLS on a Unix-domain socket.
+        let mode = if unix_socket.is_some() {
+            SslMode::Disable
+        } else {
+            config.sslmode
+        };
+        let tls = match tls::client_config(mode, config.sslrootcert.as_deref())? {
             Some(client) => Some((TlsConnector::from(client), tls::server_name(&config.host)?)),
             None => None,
         };
-        let target = if config.host.contains(':') {
-            format!("[{}]:{}", config.host, config.port)
-        } else {
-            format!("{}:{}", config.host, config.port)
+        let target = match &unix_socket {
+            Some(path) => path.display().to_string(),
+            None if config.host.contains(':') => format!("[{}]:{}", config.host, config.port),
+            None => format!("{}:{}", config.host, config.port),
         };
-        Ok(Upstream { config, target, tls })
+        Ok(Upstream {
+            config,
+            target,
+            unix_socket,
+            tls,
+        })
     }
 
-    /// `host:port` of the upstream, for messages.
+    /// `host:port` or the socket path of the upstream, for messages.
     pub fn target(&self) -> &str {
         &self.target
     }
@@ -59,7 +81,10 @@ impl Upstream {
     /// Connects, negotiates TLS as `sslmode` says, and returns the stream and the
     /// peer address (where CancelRequests for this session go). The whole
     /// exchange is bounded by `timeout`.
-    pub async fn connect(&self, timeout: Duration) -> Result<(Stream, SocketAddr), UpstreamError> {
+    pub async fn connect(
+        &self,
+        timeout: Duration,
+    ) -> Result<(Stream, UpstreamAddr), UpstreamError> {
         tokio::time::timeout(timeout, self.connect_inner())
             .await
             .unwrap_or_else(|_| {
@@ -70,20 +95,26 @@ impl Upstream {
             })
     }
 
-    async fn connect_inner(&self) -> Result<(Stream, SocketAddr), UpstreamError> {
+    async fn connect_inner(&self) -> Result<(Stream, UpstreamAddr), UpstreamError> {
         let connect_err = |source| UpstreamError::Connect {
             target: self.target.clone(),
             source,
         };
+        if let Some(path) = &self.unix_socket {
+            let stream = UnixStream::connect(path).await.map_err(connect_err)?;
+            return Ok((Stream::Unix(stream), UpstreamAddr::Unix(path.clone())));
+        }
         let mut tcp = TcpStream::connect((self.config.host.as_str(), self.config.port))
             .await
             .map_err(connect_err)?;
         tcp.set_nodelay(true).map_err(connect_err)?;
-        let addr = tcp.peer_addr().map_err(connect_err)?;
+        let addr = UpstreamAddr::Tcp(tcp.peer_addr().map_err(connect_err)?);
         let Some((connector, name)) = &self.tls else {
             return Ok((Stream::Plain(tcp), addr));
         };
-        tcp.write_all(&wire::ssl_request()).await.map_err(connect_err)?;
+        tcp.write_all(&wire::ssl_request())
+            .await
+            .map_err(connect_err)?;
         let answer = tcp.read_u8().await.map_err(connect_err)?;
         match answer {
             b'S' => {

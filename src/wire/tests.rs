@@ -11,7 +11,11 @@ impl FrameVisitor for Recorder {
     type Error = WireError;
     fn header(&mut self, tag: u8, len: u32) -> Result<Want, WireError> {
         self.headers.push((tag, len));
-        Ok(if tag == b'Z' { Want::Whole } else { Want::Header })
+        Ok(if tag == b'Z' {
+            Want::Whole
+        } else {
+            Want::Header
+        })
     }
     fn frame(&mut self, frame: &[u8]) -> Result<(), WireError> {
         self.wholes.push(frame.to_vec());
@@ -38,7 +42,10 @@ fn feed(stream: &[u8], chunk: usize) -> (Recorder, Vec<u8>) {
         let n = scanner.scan(&pending, &mut rec).unwrap();
         forwarded.extend(pending.drain(..n));
     }
-    assert!(scanner.at_boundary(pending.len()), "scanner must end between frames");
+    assert!(
+        scanner.at_boundary(pending.len()),
+        "scanner must end between frames"
+    );
     (rec, forwarded)
 }
 
@@ -70,8 +77,13 @@ fn scanner_holds_back_an_incomplete_header() {
 #[test]
 fn scanner_refuses_a_length_below_four() {
     let mut scanner = FrameScanner::default();
-    let err = scanner.scan(&[b'Q', 0, 0, 0, 3], &mut Recorder::default()).unwrap_err();
-    assert!(err.to_string().contains("invalid message length 3"), "{err}");
+    let err = scanner
+        .scan(&[b'Q', 0, 0, 0, 3], &mut Recorder::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("invalid message length 3"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -91,10 +103,15 @@ fn startup_packets_are_classified() {
         other => panic!("expected a startup message, got {other:?}"),
     }
     let ssl = BytesMut::from(&ssl_request()[..]);
-    assert!(matches!(StartupPacket::parse(ssl).unwrap(), StartupPacket::SslRequest));
+    assert!(matches!(
+        StartupPacket::parse(ssl).unwrap(),
+        StartupPacket::SslRequest
+    ));
     let cancel = BytesMut::from(&cancel_request(42, &7i32.to_be_bytes())[..]);
     match StartupPacket::parse(cancel).unwrap() {
-        StartupPacket::Cancel { pid, secret } => assert_eq!((pid, &secret[..]), (42, &7i32.to_be_bytes()[..])),
+        StartupPacket::Cancel { pid, secret } => {
+            assert_eq!((pid, &secret[..]), (42, &7i32.to_be_bytes()[..]))
+        }
         other => panic!("expected a cancel request, got {other:?}"),
     }
 }
@@ -120,7 +137,10 @@ fn protocol_two_and_unterminated_parameters_are_refused() {
 async fn startup_reader_checks_length_before_allocating() {
     let huge = [0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0];
     let err = read_startup_packet(&mut &huge[..]).await.unwrap_err();
-    assert!(matches!(err, WireError::StartupLength(0x7fff_ffff)), "{err}");
+    assert!(
+        matches!(err, WireError::StartupLength(0x7fff_ffff)),
+        "{err}"
+    );
     let short = [0, 0, 0, 20, 0, 3];
     let err = read_startup_packet(&mut &short[..]).await.unwrap_err();
     assert!(matches!(err, WireError::TruncatedStartup), "{err}");
@@ -129,7 +149,12 @@ async fn startup_reader_checks_length_before_allocating() {
 
 #[test]
 fn error_response_carries_the_sqlstate_and_hint() {
-    let bytes = error_response(Severity::Fatal, "53300", "too many", Some("raise max_clients"));
+    let bytes = error_response(
+        Severity::Fatal,
+        "53300",
+        "too many",
+        Some("raise max_clients"),
+    );
     assert_eq!(bytes[0], b'E');
     let body = String::from_utf8_lossy(&bytes[5..]);
     for part in ["SFATAL", "C53300", "Mtoo many", "Hraise max_clients"] {

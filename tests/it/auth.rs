@@ -31,7 +31,10 @@ pub async fn create_users(env: &Env) {
 }
 
 fn url(env: &Env, user: &str, password: &str) -> String {
-    format!("postgres://{user}:{password}@{}/postgres?sslmode=disable", env.proxy)
+    format!(
+        "postgres://{user}:{password}@{}/postgres?sslmode=disable",
+        env.proxy
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,7 +47,11 @@ async fn every_method_is_relayed() {
     create_users(&env).await;
     for user in ["clear_user", "md5_user", "scram_user"] {
         let client = harness::connect(&url(&env, user, &format!("pw-{user}"))).await;
-        let who: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+        let who: String = client
+            .query_one("SELECT current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(who, user);
     }
     // trust: no password at all.
@@ -52,7 +59,10 @@ async fn every_method_is_relayed() {
     client.query_one("SELECT 1", &[]).await.unwrap();
     // libpq too, for SCRAM.
     let out = harness::psql(
-        &format!("host=127.0.0.1 port={} user=scram_user dbname=postgres sslmode=disable", env.proxy.port()),
+        &format!(
+            "host=127.0.0.1 port={} user=scram_user dbname=postgres sslmode=disable",
+            env.proxy.port()
+        ),
         "SELECT current_user",
         Some("pw-scram_user"),
     )
@@ -70,7 +80,9 @@ async fn wrong_passwords_and_unknown_users_are_refused() {
     let env = Env::with(options, |_| {}).await;
     create_users(&env).await;
     for user in ["clear_user", "md5_user", "scram_user", "nobody"] {
-        let err = harness::try_connect(&url(&env, user, "wrong")).await.unwrap_err();
+        let err = harness::try_connect(&url(&env, user, "wrong"))
+            .await
+            .unwrap_err();
         assert_eq!(harness::sqlstate(&err), "28P01", "{user}: {err}");
     }
     // The proxy is unharmed and the users still work.

@@ -5,13 +5,24 @@ use crate::harness::{self, Env};
 
 async fn pgbench(env: &Env, args: &[&str]) -> String {
     let out = tokio::process::Command::new(harness::pg_program(env, "pgbench"))
-        .args(["-h", "127.0.0.1", "-p", &env.proxy.port().to_string(), "-U", "postgres"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &env.proxy.port().to_string(),
+            "-U",
+            "postgres",
+        ])
         .args(args)
         .arg("postgres")
         .output()
         .await
         .expect("pgbench must be installed");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
     text
 }
@@ -22,8 +33,14 @@ async fn pgbench_in_every_query_mode() {
     pgbench(&env, &["-i", "-s", "1", "-q"]).await;
     for mode in ["simple", "extended", "prepared"] {
         let text = pgbench(&env, &["-n", "-M", mode, "-c", "4", "-j", "2", "-t", "100"]).await;
-        assert!(text.contains("number of transactions actually processed: 400/400"), "{mode}:\n{text}");
-        assert!(text.contains("number of failed transactions: 0"), "{mode}:\n{text}");
+        assert!(
+            text.contains("number of transactions actually processed: 400/400"),
+            "{mode}:\n{text}"
+        );
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{mode}:\n{text}"
+        );
     }
     // The writes really happened: each TPC-B-like transaction logs one history
     // row (-n skips the vacuum step, which would truncate the history).
@@ -64,14 +81,21 @@ SELECT count(*) || ' notes' FROM notes;
         .await
         .expect("psql must be installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.lines().any(|l| l == "5 notes"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3_session() {
     let env = Env::start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/psycopg_smoke.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/psycopg_smoke.py"
+    );
     let out = tokio::process::Command::new("python3")
         .arg(script)
         .arg(env.proxy_url("postgres", "postgres"))

@@ -14,11 +14,16 @@ async fn assert_nothing_left(env: &Env, app: &str) {
     .await;
     assert!(gone, "a backend for {app} outlived its client");
     direct
-        .batch_execute("SET lock_timeout = '2s'; BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; COMMIT")
+        .batch_execute(
+            "SET lock_timeout = '2s'; BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; COMMIT",
+        )
         .await
         .expect("no lock may be left behind");
     let idle_in_tx: i64 = direct
-        .query_one("SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'", &[])
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -27,7 +32,11 @@ async fn assert_nothing_left(env: &Env, app: &str) {
 
 async fn env_with_table() -> Env {
     let env = Env::start().await;
-    env.direct().await.batch_execute("CREATE TABLE t (id int)").await.unwrap();
+    env.direct()
+        .await
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
     env
 }
 
@@ -35,12 +44,21 @@ async fn env_with_table() -> Env {
 async fn client_gone_mid_transaction_holding_a_lock() {
     let env = env_with_table().await;
     let (mut raw, _) = Raw::startup(env.proxy, &[("application_name", "mid-tx")]).await;
-    raw.send(&query("BEGIN; INSERT INTO t VALUES (1); LOCK TABLE t IN ACCESS EXCLUSIVE MODE")).await;
+    raw.send(&query(
+        "BEGIN; INSERT INTO t VALUES (1); LOCK TABLE t IN ACCESS EXCLUSIVE MODE",
+    ))
+    .await;
     let msgs = raw.until_ready().await;
     assert_eq!(msgs.last().unwrap().body[0], b'T', "inside a transaction");
     drop(raw);
     assert_nothing_left(&env, "mid-tx").await;
-    let count: i64 = env.direct().await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let count: i64 = env
+        .direct()
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 0, "the open transaction was rolled back");
 }
 
@@ -55,7 +73,13 @@ async fn client_gone_mid_copy() {
     raw.send(&message(b'd', b"4\n5\n")[..6]).await;
     drop(raw);
     assert_nothing_left(&env, "mid-copy").await;
-    let count: i64 = env.direct().await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let count: i64 = env
+        .direct()
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 0);
 }
 
@@ -63,7 +87,8 @@ async fn client_gone_mid_copy() {
 async fn client_gone_while_a_query_runs() {
     let env = env_with_table().await;
     let (mut raw, _) = Raw::startup(env.proxy, &[("application_name", "mid-query")]).await;
-    raw.send(&query("BEGIN; LOCK TABLE t; SELECT pg_sleep(60)")).await;
+    raw.send(&query("BEGIN; LOCK TABLE t; SELECT pg_sleep(60)"))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(raw);
     // Postgres would not notice the closed socket until the sleep ends; the
@@ -86,6 +111,12 @@ async fn client_gone_mid_pipeline() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(raw);
     assert_nothing_left(&env, "mid-pipe").await;
-    let count: i64 = env.direct().await.query_one("SELECT count(*) FROM t", &[]).await.unwrap().get(0);
+    let count: i64 = env
+        .direct()
+        .await
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(count, 0, "an unsynced pipeline never commits");
 }

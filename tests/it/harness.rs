@@ -87,7 +87,9 @@ impl Drop for Env {
 }
 
 /// Starts `pgshift::proxy::run` on `config.listen` (port 0 picks a free port).
-pub async fn spawn_proxy(mut config: ProxyConfig) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+pub async fn spawn_proxy(
+    mut config: ProxyConfig,
+) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     config.listen = addr;
@@ -104,7 +106,9 @@ pub async fn spawn_proxy(mut config: ProxyConfig) -> (SocketAddr, oneshot::Sende
 
 /// Connects with tokio-postgres and drives the connection in the background.
 pub async fn connect(url: &str) -> Client {
-    try_connect(url).await.unwrap_or_else(|e| panic!("connect {url}: {e}"))
+    try_connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
 }
 
 /// Like [`connect`] but returns the error.
@@ -162,7 +166,11 @@ pub async fn backends_named(direct: &Client, app: &str) -> i64 {
 /// The path of a Postgres client program (psql, pgbench) of the cluster's version.
 pub fn pg_program(env: &Env, name: &str) -> PathBuf {
     let candidate = env.cluster.bindir().join(name);
-    if candidate.exists() { candidate } else { PathBuf::from(name) }
+    if candidate.exists() {
+        candidate
+    } else {
+        PathBuf::from(name)
+    }
 }
 
 /// One backend message: type byte and body.
@@ -212,7 +220,11 @@ impl Raw {
         params.extend_from_slice(extra);
         raw.send(&startup_message(&params)).await;
         let msgs = raw.until_ready().await;
-        assert_eq!(msgs.last().map(|m| m.tag), Some(b'Z'), "startup failed: {msgs:?}");
+        assert_eq!(
+            msgs.last().map(|m| m.tag),
+            Some(b'Z'),
+            "startup failed: {msgs:?}"
+        );
         (raw, msgs)
     }
 
@@ -319,12 +331,17 @@ impl TestPki {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "pgshift test CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "pgshift test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         let cert = params.signed_by(&key, &issuer).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let pki = TestPki {
@@ -360,7 +377,10 @@ pub async fn psql(conninfo: &str, sql: &str, password: Option<&str>) -> Result<S
     if let Some(password) = password {
         command.env("PGPASSWORD", password);
     }
-    let out = command.output().await.expect("psql must be installed (apt-get install postgresql-client)");
+    let out = command
+        .output()
+        .await
+        .expect("psql must be installed (apt-get install postgresql-client)");
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {

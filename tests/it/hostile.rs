@@ -6,7 +6,14 @@ use crate::harness::{Env, Raw, message, startup_message};
 /// After each hostile case the proxy must still serve a normal client.
 async fn still_serving(env: &Env) {
     let client = env.connect().await;
-    assert_eq!(client.query_one("SELECT 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,13 +111,18 @@ async fn half_a_message_and_a_stall_do_not_block_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssl_and_gssenc_requests_without_tls_get_n() {
     let env = Env::start().await;
-    for request in [pgshift::wire::SSL_REQUEST_CODE, pgshift::wire::GSSENC_REQUEST_CODE] {
+    for request in [
+        pgshift::wire::SSL_REQUEST_CODE,
+        pgshift::wire::GSSENC_REQUEST_CODE,
+    ] {
         let mut raw = Raw::connect(env.proxy).await;
         let mut packet = 8u32.to_be_bytes().to_vec();
         packet.extend_from_slice(&request.to_be_bytes());
         raw.send(&packet).await;
         let mut answer = [0u8; 1];
-        tokio::io::AsyncReadExt::read_exact(&mut raw.stream, &mut answer).await.unwrap();
+        tokio::io::AsyncReadExt::read_exact(&mut raw.stream, &mut answer)
+            .await
+            .unwrap();
         assert_eq!(&answer, b"N");
         // The client may then go on in the clear.
         raw.send(&startup_message(&[("user", "postgres")])).await;

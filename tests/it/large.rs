@@ -10,12 +10,17 @@ async fn ten_megabyte_query_text() {
     let env = Env::start().await;
     let client = env.connect().await;
     let literal = "q".repeat(10 << 20);
-    let sql = format!("SELECT length('{literal}'), md5('{literal}') = md5(repeat('q', {}))", 10 << 20);
+    let sql = format!(
+        "SELECT length('{literal}'), md5('{literal}') = md5(repeat('q', {}))",
+        10 << 20
+    );
     let rows = client.simple_query(&sql).await.unwrap();
     let row = rows
         .iter()
         .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string())),
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some((r.get(0).unwrap().to_string(), r.get(1).unwrap().to_string()))
+            }
             _ => None,
         })
         .unwrap();
@@ -26,7 +31,10 @@ async fn ten_megabyte_query_text() {
 async fn hundred_megabyte_copy_in_and_out() {
     let env = Env::start().await;
     let client = env.connect().await;
-    client.batch_execute("CREATE TABLE big (id int, payload text)").await.unwrap();
+    client
+        .batch_execute("CREATE TABLE big (id int, payload text)")
+        .await
+        .unwrap();
     let sink = client.copy_in("COPY big FROM STDIN").await.unwrap();
     futures_util::pin_mut!(sink);
     let line_payload = "p".repeat(1000);
@@ -46,7 +54,10 @@ async fn hundred_megabyte_copy_in_and_out() {
     assert_eq!(sink.finish().await.unwrap(), id as u64);
     let direct = env.direct().await;
     let row = direct
-        .query_one("SELECT count(*), sum(length(payload))::int8, count(DISTINCT id) FROM big", &[])
+        .query_one(
+            "SELECT count(*), sum(length(payload))::int8, count(DISTINCT id) FROM big",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, i64>(0), id as i64);
@@ -62,20 +73,32 @@ async fn hundred_megabyte_copy_in_and_out() {
     let total: usize = out.iter().map(|b| b.len()).sum();
     assert_eq!(total, hasher_input_len, "COPY TO returns every byte");
     let first_line_end = out[0].iter().position(|b| *b == b'\n').unwrap();
-    assert_eq!(&out[0][..first_line_end], format!("0\t{line_payload}").as_bytes());
+    assert_eq!(
+        &out[0][..first_line_end],
+        format!("0\t{line_payload}").as_bytes()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_megabyte_value_round_trips() {
     let env = Env::start().await;
     let client = env.connect().await;
-    client.batch_execute("CREATE TABLE blobs (id int, data bytea)").await.unwrap();
-    let value: Vec<u8> = (0..50u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    client
+        .batch_execute("CREATE TABLE blobs (id int, data bytea)")
+        .await
+        .unwrap();
+    let value: Vec<u8> = (0..50u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     client
         .execute("INSERT INTO blobs VALUES (1, $1)", &[&value])
         .await
         .unwrap();
-    let back: Vec<u8> = client.query_one("SELECT data FROM blobs WHERE id = 1", &[]).await.unwrap().get(0);
+    let back: Vec<u8> = client
+        .query_one("SELECT data FROM blobs WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(back.len(), value.len());
     assert!(back == value, "the 50 MB value came back changed");
 }

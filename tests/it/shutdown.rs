@@ -17,7 +17,15 @@ async fn sigterm_drains_then_exits_and_logs_are_json() {
         .unwrap()
         .unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["proxy", "--listen", "127.0.0.1:0", "--drain-timeout", "3s", "--log-format", "json"])
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--drain-timeout",
+            "3s",
+            "--log-format",
+            "json",
+        ])
         .arg("--upstream")
         .arg(cluster.url("postgres"))
         .stdout(Stdio::piped())
@@ -49,22 +57,40 @@ async fn sigterm_drains_then_exits_and_logs_are_json() {
 
     // The idle session is closed at once with 57P01.
     assert_eq!(idle.error_then_close().await.as_deref(), Some("57P01"));
-    assert!(sent.elapsed() < Duration::from_secs(1), "idle sessions close at once");
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "idle sessions close at once"
+    );
     // The busy one gets its result, then the same.
     let result = busy.until_ready().await;
-    assert!(result.iter().any(|m| m.tag == b'D'), "the running query finishes: {result:?}");
+    assert!(
+        result.iter().any(|m| m.tag == b'D'),
+        "the running query finishes: {result:?}"
+    );
     assert_eq!(busy.error_then_close().await.as_deref(), Some("57P01"));
     // New connections are no longer accepted.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
     // The open transaction is closed when the drain timeout passes.
     assert_eq!(in_tx.error_then_close().await.as_deref(), Some("57P01"));
     let waited = sent.elapsed();
-    assert!(waited >= Duration::from_millis(2500) && waited < Duration::from_secs(8), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2500) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
 
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).await.unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .await
+        .unwrap();
     let mut opened = 0;
     let mut closed = 0;
     for line in logs.lines() {

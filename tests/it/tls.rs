@@ -9,7 +9,10 @@ use crate::auth::{HBA, create_users};
 use crate::harness::{self, Env, TestPki};
 
 fn conninfo(env: &Env, user: &str, extra: &str) -> String {
-    format!("host=127.0.0.1 port={} user={user} dbname=postgres {extra}", env.proxy.port())
+    format!(
+        "host=127.0.0.1 port={} user={user} dbname=postgres {extra}",
+        env.proxy.port()
+    )
 }
 
 const SSL_IN_USE: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
@@ -31,7 +34,9 @@ async fn client_tls_with_a_plain_upstream_and_scram() {
         env.proxy.port(),
         pki.path("ca.pem").display()
     );
-    let upstream_ssl = harness::psql(&info, SSL_IN_USE, Some("pw-scram_user")).await.unwrap();
+    let upstream_ssl = harness::psql(&info, SSL_IN_USE, Some("pw-scram_user"))
+        .await
+        .unwrap();
     assert_eq!(upstream_ssl, "f", "the upstream leg is plain");
     // md5 and cleartext over client TLS as well.
     for user in ["md5_user", "clear_user"] {
@@ -45,7 +50,13 @@ async fn client_tls_with_a_plain_upstream_and_scram() {
         assert_eq!(out, user);
     }
     // Plain clients are still served.
-    let out = harness::psql(&conninfo(&env, "postgres", "sslmode=disable"), "SELECT 1", None).await.unwrap();
+    let out = harness::psql(
+        &conninfo(&env, "postgres", "sslmode=disable"),
+        "SELECT 1",
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(out, "1");
 }
 
@@ -63,7 +74,11 @@ async fn plain_client_with_a_tls_upstream_and_scram() {
         let env = Env::with(options.clone(), |c| {
             let up = c.upstream.as_ref().unwrap();
             c.upstream = Some(
-                UpstreamConfig::from_url(&format!("postgres://127.0.0.1:{}/postgres?sslmode={mode}", up.port)).unwrap(),
+                UpstreamConfig::from_url(&format!(
+                    "postgres://127.0.0.1:{}/postgres?sslmode={mode}",
+                    up.port
+                ))
+                .unwrap(),
             );
         })
         .await;
@@ -72,9 +87,13 @@ async fn plain_client_with_a_tls_upstream_and_scram() {
             .batch_execute("CREATE ROLE scram_user LOGIN PASSWORD 'pw-scram_user'")
             .await
             .unwrap();
-        let out = harness::psql(&conninfo(&env, "scram_user", "sslmode=disable"), SSL_IN_USE, Some("pw-scram_user"))
-            .await
-            .unwrap();
+        let out = harness::psql(
+            &conninfo(&env, "scram_user", "sslmode=disable"),
+            SSL_IN_USE,
+            Some("pw-scram_user"),
+        )
+        .await
+        .unwrap();
         assert_eq!(out, "t", "sslmode={mode}: the upstream leg is TLS");
     }
 }
@@ -115,9 +134,11 @@ async fn upstream_verify_full_checks_the_certificate() {
         .unwrap(),
     );
     let (addr, _stop, _task) = harness::spawn_proxy(config).await;
-    let err = harness::try_connect(&format!("postgres://postgres@{addr}/postgres?sslmode=disable"))
-        .await
-        .unwrap_err();
+    let err = harness::try_connect(&format!(
+        "postgres://postgres@{addr}/postgres?sslmode=disable"
+    ))
+    .await
+    .unwrap_err();
     assert_eq!(harness::sqlstate(&err), "08006", "{err}");
     assert!(harness::error_text(&err).contains("TLS handshake"), "{err}");
 }
@@ -129,10 +150,17 @@ async fn upstream_require_refuses_a_server_without_tls_and_disable_never_asks() 
     for (mode, works) in [("require", false), ("prefer", true), ("disable", true)] {
         let mut config = env.config.clone();
         config.listen = "127.0.0.1:0".parse().unwrap();
-        config.upstream =
-            Some(UpstreamConfig::from_url(&format!("postgres://127.0.0.1:{port}/postgres?sslmode={mode}")).unwrap());
+        config.upstream = Some(
+            UpstreamConfig::from_url(&format!(
+                "postgres://127.0.0.1:{port}/postgres?sslmode={mode}"
+            ))
+            .unwrap(),
+        );
         let (addr, _stop, _task) = harness::spawn_proxy(config).await;
-        let result = harness::try_connect(&format!("postgres://postgres@{addr}/postgres?sslmode=disable")).await;
+        let result = harness::try_connect(&format!(
+            "postgres://postgres@{addr}/postgres?sslmode=disable"
+        ))
+        .await;
         match (works, result) {
             (true, Ok(client)) => {
                 let ssl: bool = client.query_one(SSL_IN_USE, &[]).await.unwrap().get(0);
@@ -142,7 +170,10 @@ async fn upstream_require_refuses_a_server_without_tls_and_disable_never_asks() 
                 assert_eq!(harness::sqlstate(&err), "08006", "{err}");
                 assert!(harness::error_text(&err).contains("refused TLS"), "{err}");
             }
-            (works, other) => panic!("sslmode={mode}: expected works={works}, got {:?}", other.err()),
+            (works, other) => panic!(
+                "sslmode={mode}: expected works={works}, got {:?}",
+                other.err()
+            ),
         }
     }
 }
