@@ -16,10 +16,18 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 
-/// Installs pgshift's log subscriber once per test binary; set RUST_LOG to see more.
+/// Installs a log subscriber once per test binary. It writes through the test
+/// harness's capture, so logs show only for failing tests; RUST_LOG sets the level.
 pub fn init_logs() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| pgshift::telemetry::init(pgshift::config::LogFormat::Text));
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }
 
 /// A throwaway cluster with a proxy in front of it.
