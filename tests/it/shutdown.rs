@@ -10,22 +10,15 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use crate::harness::{Raw, query};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_then_exits_and_logs_are_json() {
-    let cluster = tokio::task::spawn_blocking(|| TempCluster::start(&ClusterOptions::default()))
-        .await
-        .unwrap()
-        .unwrap();
+/// Starts the `pgshift proxy` binary on a free port in front of `cluster` and
+/// returns it with the address it printed.
+async fn spawn_binary(
+    cluster: &TempCluster,
+    extra: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args([
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-            "--drain-timeout",
-            "3s",
-            "--log-format",
-            "json",
-        ])
+        .args(["proxy", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .arg("--upstream")
         .arg(cluster.url("postgres"))
         .stdout(Stdio::piped())
@@ -35,10 +28,46 @@ async fn sigterm_drains_then_exits_and_logs_are_json() {
         .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let banner = stdout.next_line().await.unwrap().expect("a banner line");
-    let addr: std::net::SocketAddr = banner
+    let addr = banner
         .split_whitespace()
         .find_map(|w| w.trim_end_matches(';').parse().ok())
         .unwrap_or_else(|| panic!("no address in {banner:?}"));
+    (child, addr)
+}
+
+fn signal(child: &tokio::process::Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        signal,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_drains_too() {
+    let cluster = tokio::task::spawn_blocking(|| TempCluster::start(&ClusterOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut child, addr) = spawn_binary(&cluster, &[]).await;
+    let (mut idle, _) = Raw::startup(addr, &[]).await;
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    assert_eq!(idle.error_then_close().await.as_deref(), Some("57P01"));
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_then_exits_and_logs_are_json() {
+    let cluster = tokio::task::spawn_blocking(|| TempCluster::start(&ClusterOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let (mut child, addr) =
+        spawn_binary(&cluster, &["--drain-timeout", "3s", "--log-format", "json"]).await;
 
     let (mut idle, _) = Raw::startup(addr, &[("application_name", "idle")]).await;
     let (mut busy, _) = Raw::startup(addr, &[("application_name", "busy")]).await;
@@ -49,11 +78,7 @@ async fn sigterm_drains_then_exits_and_logs_are_json() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let sent = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
 
     // The idle session is closed at once with 57P01.
     assert_eq!(idle.error_then_close().await.as_deref(), Some("57P01"));
