@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod migrate;
 pub mod proxy;
+pub mod quote;
 pub mod telemetry;
 pub mod wire;

@@ -1,0 +1,65 @@
+//! Quoting of identifiers and literals for generated SQL: the one place where
+//! a name or a string from a migration file becomes SQL text (PostgreSQL
+//! docs, "Lexical Structure": quoted identifiers and string constants).
+
+/// Quotes an identifier: always in double quotes, with `"` doubled, so that
+/// any name (upper case, spaces, reserved words, quotes) is taken literally.
+///
+/// Panics on a NUL byte, which no Postgres identifier can hold; migration
+/// files are validated before any name reaches here.
+pub fn ident(name: &str) -> String {
+    assert!(
+        !name.contains('\0'),
+        "identifier with a NUL byte reached quote::ident"
+    );
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a schema-qualified name: `"schema"."name"`.
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", ident(schema), ident(name))
+}
+
+/// Quotes a string constant: `'...'` with `'` doubled, and as an escape
+/// string (`E'...'`, backslashes doubled) when it holds a backslash, so the
+/// result means the same whatever `standard_conforming_strings` is (the rule
+/// of Postgres's own `quote_literal`).
+///
+/// Panics on a NUL byte, which no Postgres text value can hold.
+pub fn literal(value: &str) -> String {
+    assert!(
+        !value.contains('\0'),
+        "text with a NUL byte reached quote::literal"
+    );
+    let body = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers() {
+        assert_eq!(ident("users"), "\"users\"");
+        assert_eq!(ident("Users"), "\"Users\"");
+        assert_eq!(ident("select"), "\"select\"");
+        assert_eq!(
+            ident("a \"b\"; DROP TABLE x; --"),
+            "\"a \"\"b\"\"; DROP TABLE x; --\""
+        );
+        assert_eq!(qualified("public", "my table"), "\"public\".\"my table\"");
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(literal("plain"), "'plain'");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("back\\slash'"), "E'back\\\\slash'''");
+        assert_eq!(literal("$$ünï$$"), "'$$ünï$$'");
+    }
+}
