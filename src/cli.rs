@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use crate::cluster::{ClusterOptions, TempCluster};
-use crate::config::{ProxyConfig, ProxySettings, UpstreamConfig};
+use crate::config::{FileConfig, LogFormat, ProxyConfig, ProxySettings, UpstreamConfig};
+use crate::migrate::engine::{Migrator, Settings};
+use crate::migrate::format;
 use crate::{proxy, telemetry};
 
 /// pgshift: a Postgres proxy that runs zero-downtime schema migrations.
@@ -26,6 +28,100 @@ pub enum Command {
     /// Run the wire-protocol proxy in front of Postgres (a throwaway local
     /// cluster when no upstream is given)
     Proxy(ProxyArgs),
+    /// Create the pgshift state schema (idempotent; start does it too)
+    Init(DbArgs),
+    /// Start a migration: expand, install triggers, backfill
+    Start {
+        /// Migration file (.json, .yaml or .yml)
+        file: PathBuf,
+        /// Complete it right after starting
+        #[arg(long)]
+        complete: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Complete the active migration: verify, then contract
+    Complete(DbArgs),
+    /// Roll back the active migration, leaving the schema as before start
+    Rollback(DbArgs),
+    /// Show the active migration, its backfill progress and the history
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Apply, in name order, every migration file in DIR not yet completed
+    Migrate {
+        dir: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Check a migration file against the schema and, with a database, the live catalog
+    Validate {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Print the SQL that start, complete and rollback would run
+    Plan {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Settings every migration command takes.
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// TOML config file; its [migrate] table may set database_url
+    #[arg(long, short = 'c', env = "PGSHIFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The database to migrate
+    #[arg(long, env = "PGSHIFT_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The schema migrations apply to
+    #[arg(long, env = "PGSHIFT_SCHEMA", default_value = "public")]
+    pub schema: String,
+    /// lock_timeout for every DDL statement and backfill batch
+    #[arg(long, env = "PGSHIFT_LOCK_TIMEOUT", default_value = "500ms")]
+    pub lock_timeout: String,
+    /// Rows in the first backfill batch (later batches adapt)
+    #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_SIZE", default_value_t = 1000)]
+    pub backfill_batch_size: i64,
+    /// Pause between backfill batches
+    #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_DELAY", default_value = "0ms")]
+    pub backfill_batch_delay: String,
+}
+
+impl DbArgs {
+    fn database_url(&self) -> anyhow::Result<Option<String>> {
+        if let Some(url) = &self.database_url {
+            return Ok(Some(url.clone()));
+        }
+        match &self.config {
+            Some(path) => Ok(FileConfig::load(path)?.migrate.database_url),
+            None => Ok(None),
+        }
+    }
+
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let database_url = self.database_url()?.context(
+            "no database given: pass --database-url, set PGSHIFT_DATABASE_URL, or set database_url in the config file's [migrate] table",
+        )?;
+        let duration = |name: &str, raw: &str| {
+            humantime::parse_duration(raw)
+                .with_context(|| format!("--{name} {raw:?}: write a duration such as 500ms or 2s"))
+        };
+        Ok(Settings {
+            database_url,
+            schema: self.schema.clone(),
+            lock_timeout: duration("lock-timeout", &self.lock_timeout)?,
+            batch_size: self.backfill_batch_size.max(1),
+            batch_delay: duration("backfill-batch-delay", &self.backfill_batch_delay)?,
+        })
+    }
 }
 
 /// Arguments of `pgshift proxy`.
@@ -42,7 +138,143 @@ pub struct ProxyArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Proxy(args) => run_proxy(args),
+        Command::Validate { file, db } => {
+            telemetry::init(LogFormat::Text);
+            let migration = format::load(&file)?;
+            if let Some(url) = db.database_url()? {
+                let settings = Settings {
+                    database_url: url,
+                    ..db.settings()?
+                };
+                block_on(async {
+                    let migrator = Migrator::connect(settings).await?;
+                    migrator
+                        .plan(&file.display().to_string(), &migration)
+                        .await?;
+                    anyhow::Ok(())
+                })?;
+                println!(
+                    "{}: valid, and applies to the live database",
+                    file.display()
+                );
+            } else {
+                println!(
+                    "{}: valid (pass --database-url to check it against the live catalog too)",
+                    file.display()
+                );
+            }
+            Ok(())
+        }
+        command => {
+            telemetry::init(LogFormat::Text);
+            block_on(run_migrator(command))
+        }
     }
+}
+
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(future)
+}
+
+async fn run_migrator(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(db) => {
+            Migrator::connect(db.settings()?).await?;
+            println!("the pgshift state schema is ready");
+        }
+        Command::Start { file, complete, db } => {
+            let mut m = Migrator::connect(db.settings()?).await?;
+            m.start(&file, complete).await?;
+        }
+        Command::Complete(db) => Migrator::connect(db.settings()?).await?.complete().await?,
+        Command::Rollback(db) => Migrator::connect(db.settings()?).await?.rollback().await?,
+        Command::Status { json, db } => {
+            let status = Migrator::connect(db.settings()?).await?.status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!(
+                    "schema {}: current version {}",
+                    status.schema, status.current_version
+                );
+                match &status.active {
+                    Some(a) => {
+                        println!(
+                            "active migration {} ({}), version schema {}, from {}",
+                            a.version, a.phase, a.version_schema, a.old_version
+                        );
+                        for b in &a.backfill {
+                            println!(
+                                "  backfill {}: {} rows in {} batches{}",
+                                b.table,
+                                b.rows_done,
+                                b.batches,
+                                if b.done { ", done" } else { "" }
+                            );
+                        }
+                    }
+                    None => println!("no migration in progress"),
+                }
+                for h in &status.history {
+                    println!(
+                        "  {} {} (from {}, {})",
+                        h.version, h.phase, h.parent, h.updated_at
+                    );
+                }
+            }
+        }
+        Command::Migrate { dir, db } => {
+            let applied = Migrator::connect(db.settings()?)
+                .await?
+                .migrate(&dir)
+                .await?;
+            println!(
+                "applied {} migration(s): {}",
+                applied.len(),
+                applied.join(", ")
+            );
+        }
+        Command::Plan { file, db } => {
+            let migration = format::load(&file)?;
+            let m = Migrator::connect(db.settings()?).await?;
+            let plan = m.plan(&file.display().to_string(), &migration).await?;
+            for (action, steps) in [
+                ("start", &plan.start),
+                ("complete", &plan.complete),
+                ("rollback", &plan.rollback),
+            ] {
+                println!("-- {action}");
+                for step in steps {
+                    match step {
+                        crate::migrate::plan::Step::Sql { sql } => println!("{sql};"),
+                        crate::migrate::plan::Step::Concurrent { sql, .. } => {
+                            println!("{sql};  -- outside a transaction")
+                        }
+                        crate::migrate::plan::Step::Backfill(spec) => println!(
+                            "-- backfill {}.{} in batches over {}",
+                            spec.schema,
+                            spec.table,
+                            if spec.key.is_empty() {
+                                "ctid".to_string()
+                            } else {
+                                spec.key
+                                    .iter()
+                                    .map(|k| k.0.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            }
+                        ),
+                    }
+                }
+            }
+        }
+        Command::Proxy(_) | Command::Validate { .. } => unreachable!("handled in run"),
+    }
+    Ok(())
 }
 
 fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {

@@ -411,6 +411,16 @@ impl ProxySettings {
 pub struct FileConfig {
     #[serde(default)]
     pub proxy: ProxySettings,
+    #[serde(default)]
+    pub migrate: MigrateFileSettings,
+}
+
+/// The `[migrate]` table of the TOML file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateFileSettings {
+    /// The database migration commands connect to.
+    pub database_url: Option<String>,
 }
 
 impl FileConfig {

@@ -2,6 +2,7 @@
 //! migrations. This library holds everything the `pgshift` binary runs; the
 //! binary only parses the command line (see ARCHITECTURE.md for the map).
 
+pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -2,4 +2,10 @@
 //! dual-write triggers, batched backfill, and the start/complete/rollback
 //! lifecycle recorded in the `pgshift` state schema.
 
+pub mod backfill;
+pub mod ddl;
+pub mod engine;
 pub mod format;
+pub mod names;
+pub mod plan;
+pub mod state;

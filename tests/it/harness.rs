@@ -26,6 +26,7 @@ pub fn init_logs() {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_test_writer()
+            .with_ansi(false)
             .try_init();
     });
 }

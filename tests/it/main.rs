@@ -8,6 +8,7 @@ mod harness;
 mod hostile;
 mod large;
 mod limits;
+mod migrate;
 mod protocol;
 mod shutdown;
 mod tls;

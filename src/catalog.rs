@@ -1,0 +1,214 @@
+//! Reading the live schema from the system catalogs: the tables, columns and
+//! keys the migration planner needs, and a normalized snapshot of everything
+//! a migration may change (for the rollback guarantee and its test).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio_postgres::GenericClient;
+
+/// One column as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// `format_type` of the column: `integer`, `character varying(255)`, ...
+    pub type_: String,
+    pub not_null: bool,
+    /// The default expression (`pg_get_expr`), if any.
+    pub default: Option<String>,
+    /// True for identity and generated columns, which cannot be written.
+    pub generated: bool,
+}
+
+/// One ordinary or partitioned table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TableInfo {
+    pub name: String,
+    /// In attnum order.
+    pub columns: Vec<ColumnInfo>,
+    /// Primary-key columns in key order; empty when there is none.
+    pub primary_key: Vec<String>,
+    /// The columns of a valid, non-partial unique index on NOT NULL columns.
+    pub unique_not_null: Option<Vec<String>>,
+    /// Names of the table's constraints.
+    pub constraints: Vec<String>,
+    /// Columns that some index or constraint covers.
+    pub keyed_columns: BTreeSet<String>,
+}
+
+impl TableInfo {
+    /// The column named `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// Every table of `schema`, by name.
+pub async fn tables(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<BTreeMap<String, TableInfo>, tokio_postgres::Error> {
+    let mut tables: BTreeMap<String, TableInfo> = BTreeMap::new();
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                    pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '' OR a.attgenerated <> ''
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
+             ORDER BY c.relname, a.attnum",
+            &[&schema],
+        )
+        .await?;
+    for row in rows {
+        let table: String = row.get(0);
+        let entry = tables.entry(table.clone()).or_insert_with(|| TableInfo {
+            name: table,
+            ..Default::default()
+        });
+        entry.columns.push(ColumnInfo {
+            name: row.get(1),
+            type_: row.get(2),
+            not_null: row.get(3),
+            default: row.get(4),
+            generated: row.get(5),
+        });
+    }
+    let keys = client
+        .query(
+            "SELECT c.relname::text, i.indisprimary,
+                    array_agg(a.attname::text ORDER BY k.ord), bool_and(a.attnotnull)
+             FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+             WHERE n.nspname = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL
+               AND i.indexprs IS NULL
+             GROUP BY c.relname, i.indexrelid, i.indisprimary
+             ORDER BY c.relname, i.indisprimary DESC, i.indexrelid",
+            &[&schema],
+        )
+        .await?;
+    for row in keys {
+        let Some(table) = tables.get_mut(row.get::<_, &str>(0)) else {
+            continue;
+        };
+        let columns: Vec<String> = row.get(2);
+        if row.get::<_, bool>(1) {
+            table.primary_key = columns;
+        } else if row.get::<_, bool>(3) && table.unique_not_null.is_none() {
+            table.unique_not_null = Some(columns);
+        }
+    }
+    let constraints = client
+        .query(
+            "SELECT c.relname::text, con.conname::text
+             FROM pg_constraint con
+             JOIN pg_class c ON c.oid = con.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await?;
+    for row in constraints {
+        if let Some(table) = tables.get_mut(row.get::<_, &str>(0)) {
+            table.constraints.push(row.get(1));
+        }
+    }
+    let keyed = client
+        .query(
+            "SELECT c.relname::text, a.attname::text
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
+             WHERE n.nspname = $1
+               AND (EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey))
+                    OR EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conrelid = c.oid AND a.attnum = ANY (con.conkey))
+                    OR EXISTS (SELECT 1 FROM pg_constraint con WHERE con.confrelid = c.oid AND a.attnum = ANY (con.confkey)))",
+            &[&schema],
+        )
+        .await?;
+    for row in keyed {
+        if let Some(table) = tables.get_mut(row.get::<_, &str>(0)) {
+            table.keyed_columns.insert(row.get(1));
+        }
+    }
+    Ok(tables)
+}
+
+/// Names of every index in `schema`.
+pub async fn indexes(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind IN ('i', 'I') ORDER BY 1",
+            &[&schema],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// A normalized, sorted description of every user schema: schemas, tables,
+/// views, columns (type, nullability, default), constraints, indexes,
+/// triggers, functions and replica identity. Two snapshots are equal exactly
+/// when none of those differ. The `pgshift` state tables' contents are not
+/// part of it.
+pub async fn snapshot(client: &impl GenericClient) -> Result<Vec<String>, tokio_postgres::Error> {
+    const USER: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') AND n.nspname NOT LIKE 'pg_temp%' AND n.nspname NOT LIKE 'pg_toast_temp%'";
+    let queries = [
+        format!("SELECT 'schema ' || n.nspname FROM pg_namespace n WHERE {USER}"),
+        format!(
+            "SELECT 'relation ' || n.nspname || '.' || c.relname || ' kind=' || c.relkind::text || ' replident=' || c.relreplident::text
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER} AND c.relkind IN ('r','p','v','m','S','f')"
+        ),
+        format!(
+            "SELECT 'column ' || n.nspname || '.' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
+                    || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
+                    || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
+                    || CASE WHEN a.attidentity <> '' THEN ' identity ' || a.attidentity::text ELSE '' END
+                    || CASE WHEN a.attgenerated <> '' THEN ' generated' ELSE '' END
+                    || ' #' || a.attnum
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
+             WHERE {USER} AND c.relkind IN ('r','p','v','m','f')"
+        ),
+        format!(
+            "SELECT 'constraint ' || n.nspname || '.' || c.relname || '.' || con.conname || ' ' || pg_get_constraintdef(con.oid)
+                    || CASE WHEN con.convalidated THEN '' ELSE ' (not validated)' END
+             FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE {USER}"
+        ),
+        format!(
+            "SELECT 'index ' || pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE {USER}"
+        ),
+        format!(
+            "SELECT 'trigger ' || pg_get_triggerdef(t.oid)
+             FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE {USER} AND NOT t.tgisinternal"
+        ),
+        format!(
+            "SELECT 'function ' || n.nspname || '.' || p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') '
+                    || md5(coalesce(p.prosrc, ''))
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE {USER}"
+        ),
+        format!(
+            "SELECT 'view ' || n.nspname || '.' || c.relname || ' ' || pg_get_viewdef(c.oid)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {USER} AND c.relkind = 'v'"
+        ),
+    ];
+    let mut out = Vec::new();
+    for query in &queries {
+        for row in client.query(query.as_str(), &[]).await? {
+            out.push(row.get::<_, String>(0));
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -1,0 +1,549 @@
+//! The migration lifecycle: `init`, `start`, `complete`, `rollback`,
+//! `status`, `migrate` and the live-catalog check, run over one connection
+//! that holds the schema's advisory lock for the whole command. Phases:
+//! starting → active → completing → completed, or → rolling_back →
+//! rolled_back. Each command resumes whatever its phase left undone.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio_postgres::{Client, NoTls};
+
+use super::backfill::{self, Tuning};
+use super::ddl::{self, StepRef};
+use super::format::{self, FormatError, Migration, Problem};
+use super::names;
+use super::plan::{self, Context, Plan, Step};
+use super::state::{self, MigrationRow};
+use crate::catalog;
+use crate::quote::literal;
+
+/// Settings every migration command takes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    /// The physical schema migrations apply to.
+    pub schema: String,
+    pub lock_timeout: Duration,
+    pub batch_size: i64,
+    pub batch_delay: Duration,
+}
+
+/// Why a migration command failed; each says what to do next.
+#[derive(Debug, Error)]
+pub enum MigrateError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("{}", render_live(file, problems))]
+    Live {
+        file: String,
+        problems: Vec<Problem>,
+    },
+    #[error(
+        "another pgshift command is running on schema {schema:?} (it holds the migration lock); wait for it to finish"
+    )]
+    Busy { schema: String },
+    #[error(
+        "migration {version:?} is {phase} on schema {schema:?}; run `pgshift complete` or `pgshift rollback` before starting another"
+    )]
+    Active {
+        schema: String,
+        version: String,
+        phase: String,
+    },
+    #[error(
+        "no migration is in progress on schema {schema:?}; start one with `pgshift start FILE`"
+    )]
+    NoneActive { schema: String },
+    #[error("migration {version:?} is {phase}; `{command}` cannot run now{hint}")]
+    WrongPhase {
+        version: String,
+        phase: String,
+        command: &'static str,
+        hint: String,
+    },
+    #[error(
+        "{count} row(s) of {what} are not converted yet; run `pgshift start` again to finish the backfill, then complete"
+    )]
+    NotConverted { what: String, count: i64 },
+    #[error("{action} step {position} failed: {message}\n  SQL: {sql}")]
+    Step {
+        action: String,
+        position: i32,
+        sql: String,
+        message: String,
+    },
+    #[error("database error: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn render_live(file: &str, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "{file}: {} problem(s) against the live database:",
+        problems.len()
+    );
+    for p in problems {
+        out.push_str(&format!(
+            "\n  at {}: {}",
+            if p.path.is_empty() { "/" } else { &p.path },
+            p.message
+        ));
+    }
+    out
+}
+
+/// The message of a database error, with its detail and hint.
+fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                m.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                m.push_str(&format!("; hint: {hint}"));
+            }
+            m
+        }
+        None => e.to_string(),
+    }
+}
+
+/// One migration command's connection, holding the schema's advisory lock.
+pub struct Migrator {
+    client: Client,
+    settings: Settings,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub schema: String,
+    pub current_version: String,
+    pub active: Option<ActiveStatus>,
+    pub history: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActiveStatus {
+    pub version: String,
+    pub phase: String,
+    pub version_schema: String,
+    pub old_version: String,
+    pub backfill: Vec<BackfillStatus>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackfillStatus {
+    pub table: String,
+    pub rows_done: i64,
+    pub batches: i64,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryEntry {
+    pub version: String,
+    pub parent: String,
+    pub phase: String,
+    pub updated_at: String,
+}
+
+impl Migrator {
+    /// Connects, creates the state schema if needed (`init`), and takes the
+    /// schema's advisory lock, failing at once when another command holds it.
+    pub async fn connect(settings: Settings) -> Result<Migrator, MigrateError> {
+        let (client, connection) = tokio_postgres::connect(&settings.database_url, NoTls)
+            .await
+            .map_err(|source| MigrateError::Connect {
+                url: crate::config::redact_url(&settings.database_url),
+                source,
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "migrator connection ended");
+            }
+        });
+        client.batch_execute(state::INIT_SQL).await?;
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))",
+                &[&settings.schema],
+            )
+            .await?
+            .get(0);
+        if !locked {
+            return Err(MigrateError::Busy {
+                schema: settings.schema,
+            });
+        }
+        Ok(Migrator { client, settings })
+    }
+
+    fn schema(&self) -> &str {
+        &self.settings.schema
+    }
+
+    /// Plans `migration` against the live catalog; every problem at once.
+    pub async fn plan(&self, file: &str, migration: &Migration) -> Result<Plan, MigrateError> {
+        let schema = self.schema();
+        let tables = catalog::tables(&self.client, schema).await?;
+        let indexes = catalog::indexes(&self.client, schema).await?;
+        let old_version = state::current_version(&self.client, schema).await?;
+        let old_schema = names::version_schema(schema, &old_version);
+        let schemas: BTreeSet<String> = self
+            .client
+            .query("SELECT nspname::text FROM pg_namespace", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let old_schema_views: BTreeSet<String> = self
+            .client
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relkind = 'v'",
+                &[&old_schema],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let volatile_defaults = self.volatile_defaults(migration).await?;
+        let cx = Context {
+            schema,
+            tables: &tables,
+            indexes: &indexes,
+            old_version: &old_version,
+            old_schema_views: &old_schema_views,
+            old_schema_exists: schemas.contains(&old_schema),
+            schemas: &schemas,
+            volatile_defaults: &volatile_defaults,
+        };
+        plan::plan(migration, &cx).map_err(|problems| MigrateError::Live {
+            file: file.to_string(),
+            problems,
+        })
+    }
+
+    /// The default expressions in `migration` that are volatile, found by
+    /// adding each to an empty temporary table: Postgres stores a
+    /// non-volatile default as the column's "missing" value and cannot for a
+    /// volatile one.
+    async fn volatile_defaults(
+        &self,
+        migration: &Migration,
+    ) -> Result<BTreeSet<String>, MigrateError> {
+        let mut defaults = Vec::new();
+        for op in &migration.operations {
+            match op {
+                format::Operation::AddColumn(a) => {
+                    if let Some(d) = &a.column.default {
+                        defaults.push((a.column.type_.clone(), d.clone()));
+                    }
+                }
+                format::Operation::AlterColumn(a) => {
+                    if let (Some(Some(d)), Some(t)) = (&a.default, &a.type_) {
+                        defaults.push((t.clone(), d.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut volatile = BTreeSet::new();
+        for (type_, default) in defaults {
+            let probe = format!(
+                "BEGIN; CREATE TEMP TABLE _pgshift_probe (); ALTER TABLE _pgshift_probe ADD COLUMN c {type_} DEFAULT {default}; \
+                 SELECT CASE WHEN atthasmissing THEN 'stable' ELSE 'volatile' END FROM pg_attribute \
+                 WHERE attrelid = '_pgshift_probe'::regclass AND attname = 'c'"
+            );
+            let result = self.client.simple_query(&probe).await;
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            let rows = result?;
+            let is_volatile = rows.iter().any(|m| {
+                matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("volatile"))
+            });
+            if is_volatile {
+                volatile.insert(default);
+            }
+        }
+        Ok(volatile)
+    }
+
+    /// Starts the migration in `path` (or resumes it after a crash), then
+    /// completes it when `complete` is set.
+    pub async fn start(&mut self, path: &Path, complete: bool) -> Result<(), MigrateError> {
+        let migration = format::load(path)?;
+        let file = path.display().to_string();
+        let schema = self.schema().to_string();
+        match state::active(&self.client, &schema).await? {
+            Some(active) if active.version == migration.name && active.phase == "starting" => {
+                tracing::info!(version = %active.version, "resuming an interrupted start");
+            }
+            Some(active) if active.version == migration.name && active.phase == "active" => {
+                // Rerun after a crash between the last step and the phase change.
+            }
+            Some(active) => {
+                return Err(MigrateError::Active {
+                    schema,
+                    version: active.version,
+                    phase: active.phase,
+                });
+            }
+            None => {
+                let plan = self.plan(&file, &migration).await?;
+                let tx = self.client.transaction().await?;
+                state::record(&tx, &schema, &plan, &migration.raw).await?;
+                tx.commit().await?;
+                tracing::info!(version = %plan.version, version_schema = %plan.version_schema, "migration recorded; starting");
+            }
+        }
+        self.run_action(&migration.name, "start").await?;
+        state::set_phase(&self.client, &schema, &migration.name, "active").await?;
+        tracing::info!(version = %migration.name, "migration started: both versions are live");
+        if complete {
+            self.complete().await?;
+        }
+        Ok(())
+    }
+
+    /// Completes the active migration: checks that every row is converted,
+    /// then contracts. Resumes an interrupted complete.
+    pub async fn complete(&mut self) -> Result<(), MigrateError> {
+        let schema = self.schema().to_string();
+        let active = self.active_or_err().await?;
+        match active.phase.as_str() {
+            "active" => {
+                for check in &active.plan.verify {
+                    let count: i64 = self.client.query_one(check.sql.as_str(), &[]).await?.get(0);
+                    if count > 0 {
+                        return Err(MigrateError::NotConverted {
+                            what: check.what.clone(),
+                            count,
+                        });
+                    }
+                }
+                state::set_phase(&self.client, &schema, &active.version, "completing").await?;
+            }
+            "completing" => {
+                tracing::info!(version = %active.version, "resuming an interrupted complete")
+            }
+            phase => return Err(wrong_phase(&active.version, phase, "complete")),
+        }
+        self.run_action(&active.version, "complete").await?;
+        state::set_phase(&self.client, &schema, &active.version, "completed").await?;
+        tracing::info!(version = %active.version, "migration completed");
+        Ok(())
+    }
+
+    /// Rolls back the active migration (also one whose start was interrupted).
+    pub async fn rollback(&mut self) -> Result<(), MigrateError> {
+        let schema = self.schema().to_string();
+        let active = self.active_or_err().await?;
+        match active.phase.as_str() {
+            "starting" | "active" => {
+                state::set_phase(&self.client, &schema, &active.version, "rolling_back").await?;
+            }
+            "rolling_back" => {
+                tracing::info!(version = %active.version, "resuming an interrupted rollback")
+            }
+            phase => return Err(wrong_phase(&active.version, phase, "rollback")),
+        }
+        self.run_action(&active.version, "rollback").await?;
+        state::set_phase(&self.client, &schema, &active.version, "rolled_back").await?;
+        self.client
+            .execute(
+                "DELETE FROM pgshift.backfill WHERE schema_name = $1 AND version = $2",
+                &[&schema, &active.version],
+            )
+            .await?;
+        tracing::info!(version = %active.version, "migration rolled back");
+        Ok(())
+    }
+
+    async fn active_or_err(&self) -> Result<MigrationRow, MigrateError> {
+        state::active(&self.client, self.schema())
+            .await?
+            .ok_or_else(|| MigrateError::NoneActive {
+                schema: self.schema().to_string(),
+            })
+    }
+
+    async fn run_action(&mut self, version: &str, action: &str) -> Result<(), MigrateError> {
+        let schema = self.settings.schema.clone();
+        let pending = state::pending(&self.client, &schema, version, action).await?;
+        for (position, step) in pending {
+            let at = StepRef {
+                schema: &schema,
+                version,
+                action,
+                position,
+            };
+            let result = match &step {
+                Step::Backfill(spec) => {
+                    let tuning = Tuning {
+                        batch_size: self.settings.batch_size,
+                        batch_delay: self.settings.batch_delay,
+                        lock_timeout: self.settings.lock_timeout,
+                    };
+                    match backfill::run(&mut self.client, &schema, version, spec, tuning).await {
+                        Ok(_) => self
+                            .client
+                            .execute(
+                                state::MARK_DONE,
+                                &[&at.schema, &at.version, &at.action, &at.position],
+                            )
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(e),
+                    }
+                }
+                step => ddl::run(&mut self.client, at, step, self.settings.lock_timeout).await,
+            };
+            result.map_err(|e| MigrateError::Step {
+                action: action.to_string(),
+                position,
+                sql: match &step {
+                    Step::Sql { sql } | Step::Concurrent { sql, .. } => sql.clone(),
+                    Step::Backfill(spec) => format!("backfill of {}", spec.table),
+                },
+                message: db_message(&e),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The active migration, its backfill progress, and the history.
+    pub async fn status(&self) -> Result<Status, MigrateError> {
+        let schema = self.schema();
+        let active = match state::active(&self.client, schema).await? {
+            Some(row) => {
+                let backfill = self
+                    .client
+                    .query(
+                        "SELECT table_name, rows_done, batches, done FROM pgshift.backfill
+                         WHERE schema_name = $1 AND version = $2 ORDER BY table_name",
+                        &[&schema, &row.version],
+                    )
+                    .await?
+                    .iter()
+                    .map(|r| BackfillStatus {
+                        table: r.get(0),
+                        rows_done: r.get(1),
+                        batches: r.get(2),
+                        done: r.get(3),
+                    })
+                    .collect();
+                Some(ActiveStatus {
+                    version: row.version.clone(),
+                    phase: row.phase.clone(),
+                    version_schema: row.plan.version_schema.clone(),
+                    old_version: row.parent.clone(),
+                    backfill,
+                })
+            }
+            None => None,
+        };
+        let history = state::history(&self.client, schema)
+            .await?
+            .into_iter()
+            .map(|r| HistoryEntry {
+                version: r.version,
+                parent: r.parent,
+                phase: r.phase,
+                updated_at: r.updated_at,
+            })
+            .collect();
+        Ok(Status {
+            schema: schema.to_string(),
+            current_version: state::current_version(&self.client, schema).await?,
+            active,
+            history,
+        })
+    }
+
+    /// Applies every migration file in `dir` not yet completed, in name
+    /// order, completing each. Returns the versions applied.
+    pub async fn migrate(&mut self, dir: &Path) -> Result<Vec<String>, MigrateError> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|source| MigrateError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("json" | "yaml" | "yml")
+                )
+            })
+            .collect();
+        files.sort();
+        let completed: BTreeSet<String> = state::history(&self.client, self.schema())
+            .await?
+            .into_iter()
+            .filter(|r| r.phase == "completed")
+            .map(|r| r.version)
+            .collect();
+        let mut applied = Vec::new();
+        for file in files {
+            let migration = format::load(&file)?;
+            if completed.contains(&migration.name) {
+                continue;
+            }
+            if let Some(active) = state::active(&self.client, self.schema()).await?
+                && active.version == migration.name
+                && active.phase == "completing"
+            {
+                self.complete().await?;
+            } else {
+                self.start(&file, true).await?;
+            }
+            applied.push(migration.name);
+        }
+        Ok(applied)
+    }
+}
+
+fn wrong_phase(version: &str, phase: &str, command: &'static str) -> MigrateError {
+    let hint = match (command, phase) {
+        ("complete", "starting") => "; run `pgshift start` again to finish starting it".to_string(),
+        ("complete", "rolling_back") => {
+            "; run `pgshift rollback` again to finish the rollback".to_string()
+        }
+        ("rollback", "completing") => {
+            "; a complete has begun contracting, so run `pgshift complete` again".to_string()
+        }
+        _ => String::new(),
+    };
+    MigrateError::WrongPhase {
+        version: version.to_string(),
+        phase: phase.to_string(),
+        command,
+        hint,
+    }
+}
+
+/// The `SET` commands a session of `version` runs so that it sees that
+/// version: the setting the triggers read, and the version schema first on
+/// the search_path. For the proxy and for tests.
+pub fn session_setup(schema: &str, version: &str, version_schema: &str) -> String {
+    format!(
+        "SET pgshift.version = {}; SET search_path = {}, {}",
+        literal(version),
+        crate::quote::ident(version_schema),
+        crate::quote::ident(schema)
+    )
+}

@@ -1,0 +1,211 @@
+//! The `pgshift` state schema: migrations with their phase and plan, the
+//! steps of each action with their done marks, and backfill checkpoints.
+//! Every command records what it did here, so a killed command is finished
+//! by running it again.
+
+use tokio_postgres::GenericClient;
+
+use super::plan::{Plan, Step};
+
+/// Creates the state schema; idempotent.
+pub const INIT_SQL: &str = "
+CREATE SCHEMA IF NOT EXISTS pgshift;
+CREATE TABLE IF NOT EXISTS pgshift.migrations (
+    schema_name text NOT NULL,
+    version text NOT NULL,
+    parent text NOT NULL,
+    migration jsonb NOT NULL,
+    plan jsonb NOT NULL,
+    phase text NOT NULL CHECK (phase IN ('starting', 'active', 'completing', 'completed', 'rolling_back', 'rolled_back')),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schema_name, version)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_active
+    ON pgshift.migrations (schema_name) WHERE phase NOT IN ('completed', 'rolled_back');
+CREATE TABLE IF NOT EXISTS pgshift.steps (
+    schema_name text NOT NULL,
+    version text NOT NULL,
+    action text NOT NULL CHECK (action IN ('start', 'complete', 'rollback')),
+    position int NOT NULL,
+    step jsonb NOT NULL,
+    done_at timestamptz,
+    PRIMARY KEY (schema_name, version, action, position),
+    FOREIGN KEY (schema_name, version) REFERENCES pgshift.migrations ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS pgshift.backfill (
+    schema_name text NOT NULL,
+    version text NOT NULL,
+    table_name text NOT NULL,
+    last_key text[],
+    upper_key text[],
+    rows_done bigint NOT NULL DEFAULT 0,
+    batches bigint NOT NULL DEFAULT 0,
+    done boolean NOT NULL DEFAULT false,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schema_name, version, table_name),
+    FOREIGN KEY (schema_name, version) REFERENCES pgshift.migrations ON DELETE CASCADE
+);
+";
+
+/// A migration's row.
+#[derive(Debug, Clone)]
+pub struct MigrationRow {
+    pub version: String,
+    pub parent: String,
+    pub phase: String,
+    pub plan: Plan,
+    pub migration: serde_json::Value,
+    pub updated_at: String,
+}
+
+/// The migration that is not completed or rolled back, if any.
+pub async fn active(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Option<MigrationRow>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT version, parent, phase, plan::text, migration::text, updated_at::text FROM pgshift.migrations
+             WHERE schema_name = $1 AND phase NOT IN ('completed', 'rolled_back')",
+            &[&schema],
+        )
+        .await?;
+    Ok(row.map(|r| to_row(&r)))
+}
+
+fn to_row(r: &tokio_postgres::Row) -> MigrationRow {
+    MigrationRow {
+        version: r.get(0),
+        parent: r.get(1),
+        phase: r.get(2),
+        plan: serde_json::from_str(r.get(3)).expect("the stored plan was written by pgshift"),
+        migration: serde_json::from_str(r.get(4)).unwrap_or(serde_json::Value::Null),
+        updated_at: r.get(5),
+    }
+}
+
+/// Every migration of `schema`, oldest first.
+pub async fn history(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Vec<MigrationRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT version, parent, phase, plan::text, migration::text, updated_at::text FROM pgshift.migrations
+             WHERE schema_name = $1 ORDER BY created_at, version",
+            &[&schema],
+        )
+        .await?;
+    Ok(rows.iter().map(to_row).collect())
+}
+
+/// The version clients use outside a migration: the newest completed one,
+/// or `baseline`.
+pub async fn current_version(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<String, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT version FROM pgshift.migrations WHERE schema_name = $1 AND phase = 'completed'
+             ORDER BY updated_at DESC LIMIT 1",
+            &[&schema],
+        )
+        .await?;
+    Ok(row
+        .map(|r| r.get(0))
+        .unwrap_or_else(|| "baseline".to_string()))
+}
+
+/// Records a new migration in phase `starting` with all its steps. Removes a
+/// rolled-back run of the same version first, so it can be started again.
+pub async fn record(
+    client: &impl GenericClient,
+    schema: &str,
+    plan: &Plan,
+    migration: &serde_json::Value,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM pgshift.migrations WHERE schema_name = $1 AND version = $2 AND phase = 'rolled_back'",
+            &[&schema, &plan.version],
+        )
+        .await?;
+    let plan_json = serde_json::to_string(plan).expect("plans serialize");
+    let migration_json = migration.to_string();
+    client
+        .execute(
+            "INSERT INTO pgshift.migrations (schema_name, version, parent, migration, plan, phase)
+             VALUES ($1, $2, $3, $4::text::jsonb, $5::text::jsonb, 'starting')",
+            &[
+                &schema,
+                &plan.version,
+                &plan.old_version,
+                &migration_json,
+                &plan_json,
+            ],
+        )
+        .await?;
+    for (action, steps) in [
+        ("start", &plan.start),
+        ("complete", &plan.complete),
+        ("rollback", &plan.rollback),
+    ] {
+        for (i, step) in steps.iter().enumerate() {
+            let json = serde_json::to_string(step).expect("steps serialize");
+            client
+                .execute(
+                    "INSERT INTO pgshift.steps (schema_name, version, action, position, step) VALUES ($1, $2, $3, $4, $5::text::jsonb)",
+                    &[&schema, &plan.version, &action, &(i as i32), &json],
+                )
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets the phase of `version`.
+pub async fn set_phase(
+    client: &impl GenericClient,
+    schema: &str,
+    version: &str,
+    phase: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE pgshift.migrations SET phase = $3, updated_at = now() WHERE schema_name = $1 AND version = $2",
+            &[&schema, &version, &phase],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The steps of `action` not yet done, in order, with their positions.
+pub async fn pending(
+    client: &impl GenericClient,
+    schema: &str,
+    version: &str,
+    action: &str,
+) -> Result<Vec<(i32, Step)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT position, step::text FROM pgshift.steps
+             WHERE schema_name = $1 AND version = $2 AND action = $3 AND done_at IS NULL ORDER BY position",
+            &[&schema, &version, &action],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                serde_json::from_str(r.get(1)).expect("steps were written by pgshift"),
+            )
+        })
+        .collect())
+}
+
+/// The SQL that marks one step done (run in the step's own transaction when it has one).
+pub const MARK_DONE: &str = "UPDATE pgshift.steps SET done_at = now()
+    WHERE schema_name = $1 AND version = $2 AND action = $3 AND position = $4";
