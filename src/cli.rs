@@ -183,17 +183,28 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(future: F) -> a
 async fn run_migrator(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Init(db) => {
-            Migrator::connect(db.settings()?).await?;
+            Migrator::connect(db.settings()?).await?.close().await?;
             println!("the pgshift state schema is ready");
         }
         Command::Start { file, complete, db } => {
             let mut m = Migrator::connect(db.settings()?).await?;
             m.start(&file, complete).await?;
+            m.close().await?;
         }
-        Command::Complete(db) => Migrator::connect(db.settings()?).await?.complete().await?,
-        Command::Rollback(db) => Migrator::connect(db.settings()?).await?.rollback().await?,
+        Command::Complete(db) => {
+            let mut m = Migrator::connect(db.settings()?).await?;
+            m.complete().await?;
+            m.close().await?;
+        }
+        Command::Rollback(db) => {
+            let mut m = Migrator::connect(db.settings()?).await?;
+            m.rollback().await?;
+            m.close().await?;
+        }
         Command::Status { json, db } => {
-            let status = Migrator::connect(db.settings()?).await?.status().await?;
+            let m = Migrator::connect(db.settings()?).await?;
+            let status = m.status().await?;
+            m.close().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -242,6 +253,7 @@ async fn run_migrator(command: Command) -> anyhow::Result<()> {
             let migration = format::load(&file)?;
             let m = Migrator::connect(db.settings()?).await?;
             let plan = m.plan(&file.display().to_string(), &migration).await?;
+            m.close().await?;
             for (action, steps) in [
                 ("start", &plan.start),
                 ("complete", &plan.complete),

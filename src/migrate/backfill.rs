@@ -20,7 +20,8 @@ pub const TARGET_BATCH_TIME: Duration = Duration::from_millis(200);
 /// Backfill tuning from the command line.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
-    /// Rows in the first batch; later batches adapt.
+    /// Rows in the first batch and the most in any batch; slower batches
+    /// shrink toward [`TARGET_BATCH_TIME`].
     pub batch_size: i64,
     /// Pause between batches.
     pub batch_delay: Duration,
@@ -101,12 +102,14 @@ fn assignments(spec: &BackfillSpec, touch: &str) -> String {
 }
 
 /// The next batch size: toward [`TARGET_BATCH_TIME`], at most doubling or
-/// halving at once, between 10 and 100,000 rows.
-pub fn next_batch_size(size: i64, took: Duration) -> i64 {
+/// halving at once, between 10 rows (or `max`, if smaller) and `max`, the
+/// configured `--backfill-batch-size`.
+pub fn next_batch_size(size: i64, took: Duration, max: i64) -> i64 {
     let ratio = TARGET_BATCH_TIME.as_secs_f64() / took.as_secs_f64().max(1e-4);
+    let floor = 10.min(max) as f64;
     ((size as f64) * ratio.clamp(0.5, 2.0))
         .round()
-        .clamp(10.0, 100_000.0) as i64
+        .clamp(floor, max as f64) as i64
 }
 
 /// Progress output: a bar on a terminal, a log line every few seconds otherwise.
@@ -309,7 +312,7 @@ pub async fn run(
         tx.commit().await?;
         last = Some(next);
         progress.update(done_rows, size);
-        size = next_batch_size(size, started.elapsed());
+        size = next_batch_size(size, started.elapsed(), tuning.batch_size.max(1));
         if !tuning.batch_delay.is_zero() {
             tokio::time::sleep(tuning.batch_delay).await;
         }
@@ -367,10 +370,18 @@ mod tests {
 
     #[test]
     fn batch_size_moves_toward_the_target() {
-        assert_eq!(next_batch_size(1000, Duration::from_millis(100)), 2000);
-        assert_eq!(next_batch_size(1000, Duration::from_millis(800)), 500);
-        assert_eq!(next_batch_size(1000, TARGET_BATCH_TIME), 1000);
-        assert_eq!(next_batch_size(10, Duration::from_secs(5)), 10);
-        assert_eq!(next_batch_size(90_000, Duration::from_millis(1)), 100_000);
+        assert_eq!(
+            next_batch_size(1000, Duration::from_millis(100), 5000),
+            2000
+        );
+        assert_eq!(next_batch_size(1000, Duration::from_millis(800), 5000), 500);
+        assert_eq!(next_batch_size(1000, TARGET_BATCH_TIME, 5000), 1000);
+        assert_eq!(next_batch_size(10, Duration::from_secs(5), 5000), 10);
+        assert_eq!(
+            next_batch_size(4000, Duration::from_millis(1), 5000),
+            5000,
+            "never above the configured size"
+        );
+        assert_eq!(next_batch_size(5, Duration::from_millis(1), 5), 5);
     }
 }

@@ -176,20 +176,45 @@ impl Migrator {
                 tracing::warn!(error = %e, "migrator connection ended");
             }
         });
-        client.batch_execute(state::INIT_SQL).await?;
-        let locked: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))",
-                &[&settings.schema],
-            )
-            .await?
-            .get(0);
-        if !locked {
-            return Err(MigrateError::Busy {
-                schema: settings.schema,
-            });
+        // Serialize concurrent inits; CREATE ... IF NOT EXISTS alone can race.
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('pgshift.init')); {} COMMIT;",
+                state::INIT_SQL
+            ))
+            .await?;
+        // A command that has just finished may still hold the lock until the
+        // server notices its connection closed: allow it a moment.
+        for attempt in 0..5 {
+            let locked: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))",
+                    &[&settings.schema],
+                )
+                .await?
+                .get(0);
+            if locked {
+                return Ok(Migrator { client, settings });
+            }
+            if attempt < 4 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        Ok(Migrator { client, settings })
+        Err(MigrateError::Busy {
+            schema: settings.schema,
+        })
+    }
+
+    /// Releases the schema's lock and closes the connection. Dropping a
+    /// `Migrator` does the same, but the server may notice a little later.
+    pub async fn close(self) -> Result<(), MigrateError> {
+        self.client
+            .query_one(
+                "SELECT pg_advisory_unlock(hashtext('pgshift'), hashtext($1))",
+                &[&self.settings.schema],
+            )
+            .await?;
+        Ok(())
     }
 
     fn schema(&self) -> &str {

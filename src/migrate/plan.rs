@@ -479,15 +479,14 @@ impl<'a> Planner<'a> {
             return;
         };
         let (_, physical) = self.shapes[s].new_cols.remove(c);
-        if let Some(info) = self.info(s).and_then(|t| t.column(&physical)) {
-            if info.not_null && info.default.is_none() && !info.generated && down.is_none() {
+        if let Some(info) = self.info(s).and_then(|t| t.column(&physical))
+            && info.not_null && info.default.is_none() && !info.generated && down.is_none() {
                 self.problem(
                     at,
                     format!("column {column:?} is NOT NULL without a default, so new-version inserts could not fill it; give `down`"),
                 );
                 return;
             }
-        }
         if let Some(down) = down {
             self.shapes[s]
                 .down

@@ -37,7 +37,7 @@ impl Lab {
             lab.admin().await.batch_execute(setup).await.unwrap();
         }
         // `init`, so that "before" snapshots include pgshift's own state schema.
-        drop(lab.migrator().await);
+        lab.migrator().await.close().await.unwrap();
         lab
     }
 
@@ -65,7 +65,7 @@ impl Lab {
         Migrator::connect(self.settings()).await.unwrap()
     }
 
-    pub async fn start(&self, path: &PathBuf) {
+    pub async fn start(&self, path: &std::path::Path) {
         self.migrator()
             .await
             .start(path, false)
@@ -346,4 +346,458 @@ async fn live_catalog_problems_come_all_at_once() {
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+}
+
+/// Start, rollback (catalog as before), start again, complete.
+async fn round_trip(lab: &Lab, file: &std::path::Path) {
+    let before = lab.snapshot().await;
+    lab.start(file).await;
+    lab.rollback().await;
+    assert_same_catalog(&before, &lab.snapshot().await);
+    lab.start(file).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_table_and_indexes() {
+    let lab = Lab::new(USERS).await;
+    let file = lab.file(
+        "01_orders.yaml",
+        "operations:
+  - create_table:
+      name: orders
+      comment: customer orders
+      columns:
+        - { name: id, type: bigint, pk: true, generated: { identity: { user_specified_values: BY DEFAULT } } }
+        - { name: user_id, type: integer, nullable: false, references: { name: orders_user_fk, table: users, column: id, on_delete: CASCADE } }
+        - { name: total, type: 'numeric(10,2)', default: '0', check: { name: total_positive, constraint: 'total >= 0' } }
+        - { name: note, type: text, comment: free text }
+      constraints:
+        - { name: orders_user_note_key, type: unique, columns: [user_id, note] }
+  - create_index: { name: orders_total_idx, table: orders, columns: [{ column: total, sort: DESC }] }
+  - create_index: { name: users_rating_idx, table: users, columns: [rating], predicate: \"rating <> '0'\" }
+",
+    );
+    round_trip(&lab, &file).await;
+    let old = lab.client(None, "baseline").await;
+    let new = lab.client(Some("01_orders"), "baseline").await;
+    let err = old.query("SELECT * FROM orders", &[]).await.unwrap_err();
+    assert_eq!(
+        harness::sqlstate(&err),
+        "42P01",
+        "the old version does not see the new table"
+    );
+    new.execute(
+        "INSERT INTO orders (user_id, total, note) VALUES (1, 9.5, 'first')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let err = new
+        .execute("INSERT INTO orders (user_id, total) VALUES (1, -1)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&err), "23514");
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let n: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM public.orders WHERE note = 'first'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let indexes: Vec<String> = admin
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for expected in [
+        "orders_total_idx",
+        "users_rating_idx",
+        "orders_user_note_key",
+    ] {
+        assert!(
+            indexes.iter().any(|i| i == expected),
+            "{expected} missing: {indexes:?}"
+        );
+    }
+    let comment: String = admin
+        .query_one("SELECT obj_description('public.orders'::regclass)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(comment, "customer orders");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_column_with_down() {
+    let lab = Lab::new(USERS).await;
+    let file = lab.file(
+        "01_drop_name.json",
+        r#"{"operations": [{"drop_column": {"table": "users", "column": "name", "down": "'user ' || id"}}]}"#,
+    );
+    round_trip(&lab, &file).await;
+    let new = lab.client(Some("01_drop_name"), "baseline").await;
+    let old = lab.client(None, "baseline").await;
+    assert!(
+        new.query("SELECT name FROM users", &[]).await.is_err(),
+        "hidden from the new version"
+    );
+    let id: i32 = new
+        .query_one("INSERT INTO users (rating) VALUES ('3') RETURNING id", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let name: String = old
+        .query_one("SELECT name FROM users WHERE id = $1", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        name,
+        format!("user {id}"),
+        "down filled the NOT NULL column for the old version"
+    );
+    lab.complete().await;
+    let cols: i64 = lab
+        .admin()
+        .await
+        .query_one("SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' AND column_name = 'name'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cols, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_default_unique_and_foreign_key_on_a_table_without_primary_key() {
+    let setup = "CREATE TABLE accounts (id int PRIMARY KEY);
+                 INSERT INTO accounts SELECT g FROM generate_series(1, 10) g;
+                 CREATE TABLE events (account int, payload text);
+                 INSERT INTO events SELECT g % 10 + 1, 'e' || g FROM generate_series(1, 3000) g;";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_events.json",
+        r#"{"operations": [
+          {"add_column": {"table": "events", "column": {"name": "uid", "type": "uuid", "nullable": false,
+             "default": "gen_random_uuid()", "unique": true}}},
+          {"add_column": {"table": "events", "up": "account",
+             "column": {"name": "account_id", "type": "int", "references": {"name": "events_account_fk", "table": "accounts", "column": "id"}}}}
+        ]}"#,
+    );
+    round_trip(&lab, &file).await;
+    let new = lab.client(Some("01_events"), "baseline").await;
+    let row = new
+        .query_one(
+            "SELECT count(DISTINCT uid), count(*) FILTER (WHERE account_id IS NULL) FROM events",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (3000, 0),
+        "every row got its own uuid and its account_id"
+    );
+    let err = new
+        .execute(
+            "INSERT INTO events (account, payload, account_id) VALUES (1, 'x', 99)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        harness::sqlstate(&err),
+        "23503",
+        "the foreign key holds for new rows"
+    );
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let defs: Vec<String> = admin
+        .query(
+            "SELECT conname::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'events'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        defs.iter()
+            .any(|d| d.starts_with("events_account_fk FOREIGN KEY (account_id)")),
+        "{defs:?}"
+    );
+    assert!(
+        defs.iter()
+            .any(|d| d.starts_with("events_uid_key UNIQUE (uid)")),
+        "{defs:?}"
+    );
+    let not_null: bool = admin
+        .query_one("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'events'::regclass AND attname = 'uid'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(not_null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_primary_key_backfill() {
+    let setup = "CREATE TABLE lines (order_id int, line int, qty text, PRIMARY KEY (order_id, line));
+                 INSERT INTO lines SELECT g / 10, g % 10, (g % 7)::text FROM generate_series(0, 4999) g;";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_qty.json",
+        r#"{"operations": [{"alter_column": {"table": "lines", "column": "qty", "type": "smallint",
+            "up": "qty::smallint", "down": "qty::text", "nullable": false}}]}"#,
+    );
+    round_trip(&lab, &file).await;
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let row = admin
+        .query_one("SELECT count(*), sum(qty)::int8, format_type(atttypid, atttypmod) FROM lines, pg_attribute WHERE attrelid = 'lines'::regclass AND attname = 'qty' GROUP BY 3", &[])
+        .await
+        .unwrap();
+    let expected: i64 = (0..5000).map(|g: i64| g % 7).sum();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, String>(2)
+        ),
+        (5000, expected, "smallint".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_operation_at_start_and_on_complete() {
+    let lab = Lab::new("").await;
+    let file = lab.file(
+        "01_sql.json",
+        r#"{"operations": [{"sql": {"up": "CREATE TABLE audit (at timestamptz DEFAULT now())", "down": "DROP TABLE audit"}}]}"#,
+    );
+    round_trip(&lab, &file).await;
+    lab.complete().await;
+    let late = lab.file("02_late.json", r#"{"operations": [{"sql": {"up": "INSERT INTO audit DEFAULT VALUES", "onComplete": true}}]}"#);
+    lab.start(&late).await;
+    let admin = lab.admin().await;
+    assert_eq!(
+        admin
+            .query_one("SELECT count(*) FROM audit", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
+    lab.complete().await;
+    assert_eq!(
+        admin
+            .query_one("SELECT count(*) FROM audit", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_quoted() {
+    let long_table = "t".repeat(63);
+    let setup = format!(
+        "CREATE TABLE \"Wéird \"\"Table\"\"; DROP\" (id int PRIMARY KEY, \"select\" text, \"Mixed Case\" int);
+         INSERT INTO \"Wéird \"\"Table\"\"; DROP\" SELECT g, 's' || g, g FROM generate_series(1, 50) g;
+         CREATE TABLE \"{long_table}\" (id int PRIMARY KEY, v int);"
+    );
+    let lab = Lab::new(&setup).await;
+    let long_column = "c".repeat(63);
+    let file = lab.file(
+        "01_hostile.json",
+        &format!(
+            r#"{{"operations": [
+              {{"rename_column": {{"table": "Wéird \"Table\"; DROP", "from": "select", "to": "from"}}}},
+              {{"alter_column": {{"table": "Wéird \"Table\"; DROP", "column": "Mixed Case", "type": "text",
+                 "up": "\"Mixed Case\"::text || ';$$'", "down": "split_part(\"Mixed Case\", ';', 1)::int"}}}},
+              {{"add_column": {{"table": "{long_table}", "up": "v * 2", "column": {{"name": "{long_column}", "type": "int"}}}}}}
+            ]}}"#
+        ),
+    );
+    round_trip(&lab, &file).await;
+    let new = lab.client(Some("01_hostile"), "baseline").await;
+    let row = new
+        .query_one(
+            "SELECT \"from\", \"Mixed Case\" FROM \"Wéird \"\"Table\"\"; DROP\" WHERE id = 3",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("s3".into(), "3;$$".into())
+    );
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let sql = format!("SELECT sum(\"{long_column}\")::int8 FROM \"{long_table}\"");
+    admin.query_one(sql.as_str(), &[]).await.unwrap();
+    let tables: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 2, "nothing was dropped by a name");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_rolls_back_to_the_same_catalog() {
+    let lab = Lab::new(USERS).await;
+    let before = lab.snapshot().await;
+    // rating has duplicates, so the unique index build fails midway through start.
+    let file = lab.file(
+        "01_unique.json",
+        r#"{"operations": [
+          {"add_column": {"table": "users", "up": "upper(name)", "column": {"name": "shout", "type": "text"}}},
+          {"create_index": {"name": "users_rating_key", "table": "users", "columns": ["rating"], "unique": true}}
+        ]}"#,
+    );
+    let err = lab.migrator().await.start(&file, false).await.unwrap_err();
+    assert!(
+        err.to_string().contains("could not create unique index"),
+        "{err}"
+    );
+    let err = lab.migrator().await.complete().await.unwrap_err();
+    assert!(
+        err.to_string().contains("run `pgshift start` again"),
+        "{err}"
+    );
+    lab.rollback().await;
+    assert_same_catalog(&before, &lab.snapshot().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
+    let setup = "CREATE TABLE big (id int PRIMARY KEY, v int);
+                 INSERT INTO big SELECT g, g FROM generate_series(1, 20000) g;";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_big.json",
+        r#"{"operations": [{"add_column": {"table": "big", "up": "v + 1", "column": {"name": "w", "type": "int"}}}]}"#,
+    );
+    let mut settings = lab.settings();
+    settings.batch_size = 50;
+    settings.batch_delay = Duration::from_millis(20);
+    let mut slow = Migrator::connect(settings).await.unwrap();
+    // Stop the command mid-backfill, as a crash would (its connection closes).
+    let interrupted =
+        tokio::time::timeout(Duration::from_millis(700), slow.start(&file, false)).await;
+    assert!(interrupted.is_err(), "the backfill should still be running");
+    drop(slow);
+    let admin = lab.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT rows_done, batches, done FROM pgshift.backfill WHERE table_name = 'big'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (rows_before, batches_before) = (row.get::<_, i64>(0), row.get::<_, i64>(1));
+    assert!(
+        rows_before > 0 && rows_before < 20000 && !row.get::<_, bool>(2),
+        "{rows_before} rows done"
+    );
+    lab.start(&file).await;
+    let row = admin
+        .query_one(
+            "SELECT rows_done, batches, done FROM pgshift.backfill WHERE table_name = 'big'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(2));
+    assert_eq!(
+        row.get::<_, i64>(0),
+        20000,
+        "resumed: every row converted exactly once"
+    );
+    assert!(row.get::<_, i64>(1) > batches_before);
+    lab.complete().await;
+    let wrong: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM big WHERE w IS DISTINCT FROM v + 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_applies_a_directory_of_chained_files() {
+    let lab = Lab::new("").await;
+    let files = [
+        r#"{"operations": [{"create_table": {"name": "items", "columns": [{"name": "id", "type": "serial", "pk": true}, {"name": "title", "type": "text"}]}}]}"#,
+        r#"{"operations": [{"sql": {"up": "INSERT INTO items (title) SELECT 'item ' || g FROM generate_series(1, 500) g"}}]}"#,
+        r#"{"operations": [{"add_column": {"table": "items", "up": "length(title)", "column": {"name": "len", "type": "int"}}}]}"#,
+        r#"{"operations": [{"rename_column": {"table": "items", "from": "title", "to": "name"}}]}"#,
+        r#"{"operations": [{"alter_column": {"table": "items", "column": "len", "type": "bigint", "up": "len::bigint", "down": "len::int"}}]}"#,
+        r#"{"operations": [{"create_index": {"name": "items_name_idx", "table": "items", "columns": ["name"]}}]}"#,
+        r#"{"operations": [{"add_column": {"table": "items", "column": {"name": "price", "type": "numeric", "default": "0", "nullable": false}}}]}"#,
+        r#"{"operations": [{"drop_index": {"name": "items_name_idx"}}]}"#,
+        r#"{"operations": [{"add_column": {"table": "items", "up": "upper(name)", "column": {"name": "shout", "type": "text"}}}]}"#,
+        r#"{"operations": [{"drop_column": {"table": "items", "column": "shout"}}]}"#,
+        r#"{"operations": [{"create_table": {"name": "tags", "columns": [{"name": "item", "type": "int", "references": {"name": "tags_item_fk", "table": "items", "column": "id"}}, {"name": "tag", "type": "text"}]}}]}"#,
+    ];
+    for (i, json) in files.iter().enumerate() {
+        lab.file(&format!("{:02}_step.json", i + 1), json);
+    }
+    let applied = lab.migrator().await.migrate(lab.dir.path()).await.unwrap();
+    assert_eq!(applied.len(), files.len());
+    // Running it again applies nothing.
+    assert!(
+        lab.migrator()
+            .await
+            .migrate(lab.dir.path())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let admin = lab.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT count(*), sum(len)::int8, sum(price)::int8 FROM items WHERE name LIKE 'item %'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let expected: i64 = (1..=500)
+        .map(|g: i64| format!("item {g}").len() as i64)
+        .sum();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (500, expected, 0)
+    );
+    let status = lab.migrator().await.status().await.unwrap();
+    assert_eq!(status.current_version, "11_step");
+    assert!(status.active.is_none());
+    assert_eq!(
+        status
+            .history
+            .iter()
+            .filter(|h| h.phase == "completed")
+            .count(),
+        11
+    );
 }
