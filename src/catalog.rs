@@ -33,6 +33,10 @@ pub struct TableInfo {
     pub constraints: Vec<String>,
     /// Columns that some index or constraint covers.
     pub keyed_columns: BTreeSet<String>,
+    /// `relreplident`: 'd' default, 'n' nothing, 'f' full, 'i' index.
+    pub replica_identity: char,
+    /// The replica-identity index, when `replica_identity` is 'i'.
+    pub replica_index: Option<String>,
 }
 
 impl TableInfo {
@@ -100,6 +104,22 @@ pub async fn tables(
             table.primary_key = columns;
         } else if row.get::<_, bool>(3) && table.unique_not_null.is_none() {
             table.unique_not_null = Some(columns);
+        }
+    }
+    let identities = client
+        .query(
+            "SELECT c.relname::text, c.relreplident::text,
+                    (SELECT ic.relname::text FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                     WHERE i.indrelid = c.oid AND i.indisreplident)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+            &[&schema],
+        )
+        .await?;
+    for row in identities {
+        if let Some(table) = tables.get_mut(row.get::<_, &str>(0)) {
+            table.replica_identity = row.get::<_, &str>(1).chars().next().unwrap_or('d');
+            table.replica_index = row.get(2);
         }
     }
     let constraints = client

@@ -99,6 +99,8 @@ struct Shape {
     /// The table's name in the old version; `None` for a table this migration creates.
     old_name: Option<String>,
     new_name: String,
+    /// The physical name once complete has renamed the table.
+    physical_after: Option<String>,
     dropped: bool,
     old_cols: Vec<String>,
     /// (new-version name, physical column).
@@ -199,6 +201,7 @@ impl<'a> Planner<'a> {
                     physical: name.to_string(),
                     old_name: Some(name.to_string()),
                     new_name: name.to_string(),
+                    physical_after: None,
                     dropped: false,
                     new_cols: cols.iter().map(|c| (c.clone(), c.clone())).collect(),
                     old_cols: cols,
@@ -259,16 +262,16 @@ impl<'a> Planner<'a> {
             Operation::CreateIndex(c) => self.create_index(at, c),
             Operation::DropIndex(d) => self.drop_index(at, &d.name),
             Operation::Sql(s) => self.raw_sql(s),
-            Operation::RenameTable(_)
-            | Operation::DropTable(_)
-            | Operation::CreateConstraint(_)
+            Operation::RenameTable(r) => self.rename_table(at, &r.from, &r.to),
+            Operation::DropTable(d) => self.drop_table(at, &d.name),
+            Operation::RenameConstraint(r) => self.rename_constraint(at, &r.table, &r.from, &r.to),
+            Operation::SetReplicaIdentity(r) => self.set_replica_identity(at, r),
+            Operation::CreateConstraint(_)
             | Operation::DropConstraint(_)
-            | Operation::DropMulticolumnConstraint(_)
-            | Operation::RenameConstraint(_)
-            | Operation::SetReplicaIdentity(_) => self.problem(
+            | Operation::DropMulticolumnConstraint(_) => self.problem(
                 at,
                 format!(
-                    "operation {} is valid but not supported by this pgshift release yet; supported: add_column, drop_column, rename_column, alter_column, create_table, create_index, drop_index, sql",
+                    "operation {} is valid but not supported by this pgshift release yet; every other operation is",
                     op.kind()
                 ),
             ),
@@ -480,13 +483,17 @@ impl<'a> Planner<'a> {
         };
         let (_, physical) = self.shapes[s].new_cols.remove(c);
         if let Some(info) = self.info(s).and_then(|t| t.column(&physical))
-            && info.not_null && info.default.is_none() && !info.generated && down.is_none() {
-                self.problem(
+            && info.not_null
+            && info.default.is_none()
+            && !info.generated
+            && down.is_none()
+        {
+            self.problem(
                     at,
                     format!("column {column:?} is NOT NULL without a default, so new-version inserts could not fill it; give `down`"),
                 );
-                return;
-            }
+            return;
+        }
         if let Some(down) = down {
             self.shapes[s]
                 .down
@@ -691,6 +698,7 @@ impl<'a> Planner<'a> {
             physical,
             old_name: None,
             new_name: t.name.clone(),
+            physical_after: Some(t.name.clone()),
             dropped: false,
             old_cols: Vec::new(),
             new_cols: t
@@ -880,6 +888,110 @@ impl<'a> Planner<'a> {
         });
     }
 
+    fn table_exists_in_new_version(&self, name: &str) -> bool {
+        self.shapes.iter().any(|s| s.new_name == name && !s.dropped)
+            || (self.cx.tables.contains_key(name)
+                && !self
+                    .shapes
+                    .iter()
+                    .any(|s| s.old_name.as_deref() == Some(name)))
+    }
+
+    fn rename_table(&mut self, at: &str, from: &str, to: &str) {
+        let Some(s) = self.existing_shape(at, from, "rename_table") else {
+            return;
+        };
+        if self.table_exists_in_new_version(to) {
+            self.problem(at, format!("table {to:?} already exists"));
+            return;
+        }
+        self.shapes[s].new_name = to.to_string();
+        let physical = self.table_q(&self.shapes[s].physical.clone());
+        self.contract.push(Step::Sql {
+            sql: format!("ALTER TABLE {physical} RENAME TO {}", ident(to)),
+        });
+        self.shapes[s].physical_after = Some(to.to_string());
+    }
+
+    fn drop_table(&mut self, at: &str, name: &str) {
+        let Some(s) = self.existing_shape(at, name, "drop_table") else {
+            return;
+        };
+        self.shapes[s].dropped = true;
+        let physical = self.table_q(&self.shapes[s].physical.clone());
+        self.contract.push(Step::Sql {
+            sql: format!("DROP TABLE IF EXISTS {physical}"),
+        });
+    }
+
+    fn rename_constraint(&mut self, at: &str, table: &str, from: &str, to: &str) {
+        let Some(s) = self.existing_shape(at, table, "rename_constraint") else {
+            return;
+        };
+        let info = self.info(s).expect("existing table");
+        if !info.constraints.iter().any(|c| c == from) {
+            self.problem(
+                at,
+                format!("constraint {from:?} does not exist on table {table:?}"),
+            );
+            return;
+        }
+        if info.constraints.iter().any(|c| c == to) {
+            self.problem(
+                at,
+                format!("constraint {to:?} already exists on table {table:?}"),
+            );
+            return;
+        }
+        let shape = &self.shapes[s];
+        let final_table = qualified(
+            self.cx.schema,
+            shape.physical_after.as_deref().unwrap_or(&shape.physical),
+        );
+        self.contract_late.push(Step::Sql {
+            sql: format!(
+                "ALTER TABLE {final_table} RENAME CONSTRAINT {} TO {}",
+                ident(from),
+                ident(to)
+            ),
+        });
+    }
+
+    fn set_replica_identity(&mut self, at: &str, r: &format::SetReplicaIdentity) {
+        let Some(s) = self.existing_shape(at, &r.table, "set_replica_identity") else {
+            return;
+        };
+        let info = self.info(s).expect("existing table");
+        let clause = |kind: &str, index: Option<&str>| match kind {
+            "index" => format!("USING INDEX {}", ident(index.unwrap_or_default())),
+            other => other.to_uppercase(),
+        };
+        let kind = r.identity.kind.to_lowercase();
+        if kind == "index" && r.identity.index.is_empty() {
+            self.problem(
+                &format!("{at}/identity/index"),
+                "replica identity INDEX needs the index name".into(),
+            );
+            return;
+        }
+        let previous = match info.replica_identity {
+            'n' => clause("nothing", None),
+            'f' => clause("full", None),
+            'i' => clause("index", info.replica_index.as_deref()),
+            _ => clause("default", None),
+        };
+        let table = self.table_q(&self.shapes[s].physical.clone());
+        self.expand.push(Step::Sql {
+            sql: format!(
+                "ALTER TABLE {table} REPLICA IDENTITY {}",
+                clause(&kind, Some(&r.identity.index))
+            ),
+        });
+        self.undo.push(Step::Sql {
+            sql: format!("ALTER TABLE {table} REPLICA IDENTITY {previous}"),
+        });
+    }
+
     fn raw_sql(&mut self, s: &format::RawSql) {
         let step = Step::Concurrent {
             sql: s.up.clone(),
@@ -974,6 +1086,22 @@ impl<'a> Planner<'a> {
                 cols.join(", "),
                 qualified(schema, &shape.physical)
             ));
+        }
+        // Names the new version no longer has (dropped or renamed tables)
+        // would still resolve to the physical table through the search_path;
+        // a view that raises 42P01 hides them.
+        for shape in &self.shapes {
+            let Some(old) = &shape.old_name else { continue };
+            let gone = shape.dropped || &shape.new_name != old;
+            let reused = self.shapes.iter().any(|o| !o.dropped && &o.new_name == old);
+            if gone && !reused {
+                sql.push_str(&format!(
+                    "; CREATE VIEW {} AS SELECT FROM pgshift.hidden_relation({}, {})",
+                    qualified(vs, old),
+                    literal(old),
+                    literal(version)
+                ));
+            }
         }
         start.push(Step::Sql { sql });
 

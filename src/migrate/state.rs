@@ -8,7 +8,7 @@ use tokio_postgres::GenericClient;
 use super::plan::{Plan, Step};
 
 /// Creates the state schema; idempotent.
-pub const INIT_SQL: &str = "
+pub const INIT_SQL: &str = r#"
 CREATE SCHEMA IF NOT EXISTS pgshift;
 CREATE TABLE IF NOT EXISTS pgshift.migrations (
     schema_name text NOT NULL,
@@ -33,6 +33,13 @@ CREATE TABLE IF NOT EXISTS pgshift.steps (
     PRIMARY KEY (schema_name, version, action, position),
     FOREIGN KEY (schema_name, version) REFERENCES pgshift.migrations ON DELETE CASCADE
 );
+CREATE OR REPLACE FUNCTION pgshift.hidden_relation(relation text, version text) RETURNS SETOF integer
+LANGUAGE plpgsql AS $pgshift$
+BEGIN
+    RAISE EXCEPTION 'relation "%" does not exist in version %', relation, version
+        USING ERRCODE = 'undefined_table', HINT = 'That version renames or drops it.';
+END
+$pgshift$;
 CREATE TABLE IF NOT EXISTS pgshift.backfill (
     schema_name text NOT NULL,
     version text NOT NULL,
@@ -46,7 +53,7 @@ CREATE TABLE IF NOT EXISTS pgshift.backfill (
     PRIMARY KEY (schema_name, version, table_name),
     FOREIGN KEY (schema_name, version) REFERENCES pgshift.migrations ON DELETE CASCADE
 );
-";
+"#;
 
 /// A migration's row.
 #[derive(Debug, Clone)]

@@ -801,3 +801,96 @@ async fn migrate_applies_a_directory_of_chained_files() {
         11
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_table_and_drop_table() {
+    let setup = "CREATE TABLE customers (id int PRIMARY KEY, name text);
+                 INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 20) g;
+                 CREATE TABLE legacy (id int);";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_tables.json",
+        r#"{"operations": [
+          {"rename_table": {"from": "customers", "to": "clients"}},
+          {"rename_column": {"table": "clients", "from": "name", "to": "display_name"}},
+          {"drop_table": {"name": "legacy"}}
+        ]}"#,
+    );
+    round_trip(&lab, &file).await;
+    let old = lab.client(None, "baseline").await;
+    let new = lab.client(Some("01_tables"), "baseline").await;
+    old.execute("INSERT INTO customers VALUES (100, 'from old')", &[])
+        .await
+        .unwrap();
+    new.execute("INSERT INTO clients VALUES (101, 'from new')", &[])
+        .await
+        .unwrap();
+    let names: Vec<String> = new
+        .query(
+            "SELECT display_name FROM clients WHERE id >= 100 ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["from old", "from new"]);
+    for gone in ["SELECT * FROM customers", "SELECT * FROM legacy"] {
+        let err = new.query(gone, &[]).await.unwrap_err();
+        assert_eq!(harness::sqlstate(&err), "42P01", "{gone}: {err:?}");
+    }
+    assert!(
+        old.query("SELECT * FROM legacy", &[]).await.is_ok(),
+        "the old version still has it"
+    );
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let tables: Vec<String> = admin
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables, ["clients"]);
+    let n: i64 = admin
+        .query_one("SELECT count(display_name) FROM clients", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 22);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_constraint_and_set_replica_identity() {
+    let setup = "CREATE TABLE t (id int PRIMARY KEY, v int CONSTRAINT v_positive CHECK (v > 0));
+                 CREATE UNIQUE INDEX t_v_key ON t (v);
+                 ALTER TABLE t ALTER COLUMN v SET NOT NULL;";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_meta.json",
+        r#"{"operations": [
+          {"rename_constraint": {"table": "t", "from": "v_positive", "to": "v_above_zero"}},
+          {"set_replica_identity": {"table": "t", "identity": {"type": "index", "index": "t_v_key"}}}
+        ]}"#,
+    );
+    round_trip(&lab, &file).await;
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT (SELECT conname::text FROM pg_constraint WHERE conrelid = 't'::regclass AND contype = 'c'), relreplident::text
+             FROM pg_class WHERE oid = 't'::regclass",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("v_above_zero".into(), "i".into())
+    );
+}
