@@ -31,8 +31,11 @@ pub struct TableInfo {
     pub unique_not_null: Option<Vec<String>>,
     /// Names of the table's constraints.
     pub constraints: Vec<String>,
-    /// Columns that some index or constraint covers.
-    pub keyed_columns: BTreeSet<String>,
+    /// For each column, the indexes and constraints that cover it
+    /// (including foreign keys of other tables that reference it).
+    pub dependents: BTreeMap<String, BTreeSet<String>>,
+    /// The columns of each constraint on this table, in key order.
+    pub constraint_columns: BTreeMap<String, Vec<String>>,
     /// `relreplident`: 'd' default, 'n' nothing, 'f' full, 'i' index.
     pub replica_identity: char,
     /// The replica-identity index, when `replica_identity` is 'i'.
@@ -137,21 +140,48 @@ pub async fn tables(
             table.constraints.push(row.get(1));
         }
     }
-    let keyed = client
+    let dependents = client
         .query(
-            "SELECT c.relname::text, a.attname::text
+            "SELECT c.relname::text, a.attname::text, d.name
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
-             WHERE n.nspname = $1
-               AND (EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey))
-                    OR EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conrelid = c.oid AND a.attnum = ANY (con.conkey))
-                    OR EXISTS (SELECT 1 FROM pg_constraint con WHERE con.confrelid = c.oid AND a.attnum = ANY (con.confkey)))",
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             JOIN LATERAL (
+                 SELECT ic.relname::text AS name FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+                 WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey)
+                 UNION SELECT con.conname::text FROM pg_constraint con
+                 WHERE con.conrelid = c.oid AND a.attnum = ANY (con.conkey)
+                 UNION SELECT con.conname::text FROM pg_constraint con
+                 WHERE con.confrelid = c.oid AND a.attnum = ANY (con.confkey)
+             ) d ON true
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
             &[&schema],
         )
         .await?;
-    for row in keyed {
+    for row in dependents {
         if let Some(table) = tables.get_mut(row.get::<_, &str>(0)) {
-            table.keyed_columns.insert(row.get(1));
+            table
+                .dependents
+                .entry(row.get(1))
+                .or_default()
+                .insert(row.get(2));
+        }
+    }
+    let constraint_columns = client
+        .query(
+            "SELECT c.relname::text, con.conname::text, array_agg(a.attname::text ORDER BY k.ord)
+             FROM pg_constraint con
+             JOIN pg_class c ON c.oid = con.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             CROSS JOIN LATERAL unnest(con.conkey) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+             WHERE n.nspname = $1
+             GROUP BY 1, 2",
+            &[&schema],
+        )
+        .await?;
+    for row in constraint_columns {
+        if let Some(table) = tables.get_mut(row.get::<_, &str>(0)) {
+            table.constraint_columns.insert(row.get(1), row.get(2));
         }
     }
     Ok(tables)

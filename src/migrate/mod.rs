@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod ddl;
 pub mod engine;
+pub mod expr;
 pub mod format;
 pub mod names;
 pub mod plan;

@@ -93,6 +93,15 @@ pub struct Plan {
     pub rollback: Vec<Step>,
 }
 
+/// What changes about a duplicated column; `None` keeps the original's.
+#[derive(Debug, Clone, Default)]
+struct ColumnChange {
+    type_: Option<String>,
+    /// `Some(None)` drops the default.
+    default: Option<Option<String>>,
+    nullable: Option<bool>,
+}
+
 #[derive(Debug, Clone)]
 struct Shape {
     physical: String,
@@ -255,7 +264,9 @@ impl<'a> Planner<'a> {
     fn operation(&mut self, at: &str, op: &Operation) {
         match op {
             Operation::AddColumn(a) => self.add_column(at, &a.table, &a.column, a.up.as_deref()),
-            Operation::DropColumn(d) => self.drop_column(at, &d.table, &d.column, d.down.as_deref()),
+            Operation::DropColumn(d) => {
+                self.drop_column(at, &d.table, &d.column, d.down.as_deref())
+            }
             Operation::RenameColumn(r) => self.rename_column(at, &r.table, &r.from, &r.to),
             Operation::AlterColumn(a) => self.alter_column(at, a),
             Operation::CreateTable(t) => self.create_table(at, t),
@@ -266,14 +277,26 @@ impl<'a> Planner<'a> {
             Operation::DropTable(d) => self.drop_table(at, &d.name),
             Operation::RenameConstraint(r) => self.rename_constraint(at, &r.table, &r.from, &r.to),
             Operation::SetReplicaIdentity(r) => self.set_replica_identity(at, r),
-            Operation::CreateConstraint(_)
-            | Operation::DropConstraint(_)
-            | Operation::DropMulticolumnConstraint(_) => self.problem(
+            Operation::CreateConstraint(c) => self.create_constraint(at, c),
+            Operation::DropConstraint(d) => self.drop_constraint(
                 at,
-                format!(
-                    "operation {} is valid but not supported by this pgshift release yet; every other operation is",
-                    op.kind()
-                ),
+                &d.table,
+                &d.name,
+                |_| (d.up.clone(), d.down.clone()),
+                true,
+            ),
+            Operation::DropMulticolumnConstraint(d) => self.drop_constraint(
+                at,
+                &d.table,
+                &d.name,
+                |col| {
+                    let fallback = ident(col);
+                    (
+                        d.up.get(col).cloned().unwrap_or_else(|| fallback.clone()),
+                        d.down.get(col).cloned().unwrap_or(fallback),
+                    )
+                },
+                false,
             ),
         }
     }
@@ -526,55 +549,99 @@ impl<'a> Planner<'a> {
         self.shapes[s].new_cols[c].0 = to.to_string();
     }
 
-    fn alter_column(&mut self, at: &str, a: &format::AlterColumn) {
-        let Some(s) = self.existing_shape(at, &a.table, "alter_column") else {
-            return;
-        };
-        let Some(c) = self.new_col(s, &a.column) else {
+    /// Duplicates the existing column `name` (its new-version name) of shape
+    /// `s` into a `_pgshift_new_*` column that the new version sees, kept in
+    /// step by `up` (old → new) and `down` (new → old) and backfilled; the
+    /// old column is dropped at complete. The indexes and constraints on the
+    /// old column go with it, so the column may carry only those in
+    /// `expendable`. Returns the new physical column.
+    #[allow(clippy::too_many_arguments)]
+    fn duplicate_column(
+        &mut self,
+        at: &str,
+        s: usize,
+        name: &str,
+        change: ColumnChange,
+        up: &str,
+        down: &str,
+        expendable: &BTreeSet<String>,
+    ) -> Option<String> {
+        let table = self.shapes[s].new_name.clone();
+        let Some(c) = self.new_col(s, name) else {
             self.problem(
                 at,
-                format!(
-                    "column {:?} does not exist in table {:?}",
-                    a.column, a.table
-                ),
+                format!("column {name:?} does not exist in table {table:?}"),
             );
-            return;
+            return None;
         };
         let old_physical = self.shapes[s].new_cols[c].1.clone();
         let Some(info) = self.info(s).and_then(|t| t.column(&old_physical)).cloned() else {
             self.problem(
                 at,
-                format!(
-                    "column {:?} was added by this migration; alter it in the next one",
-                    a.column
-                ),
+                format!("column {name:?} was added by this migration; change it in the next one"),
             );
-            return;
+            return None;
         };
-        let table_info = self.info(s).expect("existing table");
-        if table_info.keyed_columns.contains(&old_physical) {
+        let covering: Vec<String> = self
+            .info(s)
+            .and_then(|t| t.dependents.get(&old_physical))
+            .map(|d| {
+                d.iter()
+                    .filter(|n| !expendable.contains(*n))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !covering.is_empty() {
             self.problem(
                 at,
                 format!(
-                    "column {:?} is part of an index or constraint; alter_column does not carry those over yet, so drop them first or wait for a later pgshift",
-                    a.column
+                    "column {name:?} is covered by {}; pgshift does not carry indexes and constraints over to a duplicated column yet, so drop them in an earlier migration",
+                    covering.join(", ")
                 ),
             );
-            return;
+            return None;
         }
-        let physical = names::new_column(&a.column);
-        let type_ = a.type_.clone().unwrap_or(info.type_.clone());
-        let default = match &a.default {
-            None => info.default.clone(),
-            Some(d) => d.clone(),
-        };
+        let physical = names::new_column(name);
+        let type_ = change.type_.unwrap_or(info.type_.clone());
+        let default = change.default.unwrap_or(info.default.clone());
         self.add_physical(s, &physical, &type_, default.as_deref());
-        if !a.nullable.unwrap_or(!info.not_null) {
-            self.not_null(s, &physical, &a.column);
+        if !change.nullable.unwrap_or(!info.not_null) {
+            self.not_null(s, &physical, name);
         }
+        let shape = &mut self.shapes[s];
+        shape.up.push((physical.clone(), up.to_string()));
+        shape.down.push((old_physical.clone(), down.to_string()));
+        shape.backfill_touch = true;
+        shape.new_cols[c].1 = physical.clone();
+        self.verify_converted(s, &physical, up);
+        let t = self.table_q(&self.shapes[s].physical.clone());
+        self.contract.push(Step::Sql {
+            sql: format!(
+                "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
+                ident(&old_physical)
+            ),
+        });
+        Some(physical)
+    }
+
+    fn alter_column(&mut self, at: &str, a: &format::AlterColumn) {
+        let Some(s) = self.existing_shape(at, &a.table, "alter_column") else {
+            return;
+        };
+        let change = ColumnChange {
+            type_: a.type_.clone(),
+            default: a.default.clone(),
+            nullable: a.nullable,
+        };
+        let Some(physical) =
+            self.duplicate_column(at, s, &a.column, change, &a.up, &a.down, &BTreeSet::new())
+        else {
+            return;
+        };
         let col = Column {
             name: a.column.clone(),
-            type_,
+            type_: String::new(),
             nullable: true,
             pk: None,
             unique: a.unique.as_ref().map(|_| true),
@@ -588,19 +655,173 @@ impl<'a> Planner<'a> {
             generated: None,
         };
         self.column_extras(s, &physical, &a.column, &col);
-        let shape = &mut self.shapes[s];
-        shape.up.push((physical.clone(), a.up.clone()));
-        shape.down.push((old_physical.clone(), a.down.clone()));
-        shape.backfill_touch = true;
-        shape.new_cols[c].1 = physical.clone();
-        self.verify_converted(s, &physical, &a.up);
-        let t = self.table_q(&self.shapes[s].physical.clone());
-        self.contract.push(Step::Sql {
-            sql: format!(
-                "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
-                ident(&old_physical)
-            ),
-        });
+    }
+
+    fn create_constraint(&mut self, at: &str, c: &format::CreateConstraint) {
+        let Some(s) = self.existing_shape(at, &c.table, "create_constraint") else {
+            return;
+        };
+        let info = self.info(s).expect("existing table");
+        if info.constraints.contains(&c.name) || self.cx.indexes.contains(&c.name) {
+            self.problem(
+                at,
+                format!("a constraint or index named {:?} already exists", c.name),
+            );
+            return;
+        }
+        if c.kind == "primary_key" && !info.primary_key.is_empty() {
+            self.problem(at, format!("table {:?} has a primary key already", c.table));
+            return;
+        }
+        let mut renamed = BTreeMap::new();
+        for col in &c.columns {
+            let fallback = ident(col);
+            let up = c.up.get(col).unwrap_or(&fallback).clone();
+            let down = c.down.get(col).unwrap_or(&fallback).clone();
+            let change = ColumnChange {
+                nullable: (c.kind == "primary_key").then_some(false),
+                ..ColumnChange::default()
+            };
+            match self.duplicate_column(at, s, col, change, &up, &down, &BTreeSet::new()) {
+                Some(physical) => {
+                    renamed.insert(col.clone(), physical);
+                }
+                None => return,
+            }
+        }
+        let table = self.table_q(&self.shapes[s].physical.clone());
+        let final_table = self.table_q(&self.shapes[s].new_name.clone());
+        let physical_cols: Vec<String> = c.columns.iter().map(|col| ident(&renamed[col])).collect();
+        match c.kind.as_str() {
+            "unique" | "primary_key" => {
+                self.concurrent.push(Step::Concurrent {
+                    sql: format!(
+                        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {} ON {table} ({})",
+                        ident(&c.name),
+                        physical_cols.join(", ")
+                    ),
+                    invalid_index: Some(c.name.clone()),
+                });
+                let kind = if c.kind == "unique" {
+                    "UNIQUE"
+                } else {
+                    "PRIMARY KEY"
+                };
+                self.contract_late.push(Step::Sql {
+                    sql: format!(
+                        "ALTER TABLE {final_table} ADD CONSTRAINT {} {kind} USING INDEX {}",
+                        ident(&c.name),
+                        ident(&c.name)
+                    ),
+                });
+            }
+            "foreign_key" => {
+                let Some(r) = &c.references else { return };
+                let target = self.resolve_table(&r.table);
+                let cols: Vec<String> = r.columns.iter().map(|col| ident(col)).collect();
+                let mut sql = format!(
+                    "ALTER TABLE {table} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+                    ident(&c.name),
+                    physical_cols.join(", "),
+                    self.table_q(&target),
+                    cols.join(", ")
+                );
+                push_fk_options(
+                    &mut sql,
+                    r.match_type.as_deref(),
+                    r.on_delete.as_deref(),
+                    r.on_update.as_deref(),
+                );
+                sql.push_str(" NOT VALID");
+                self.expand.push(Step::Sql { sql });
+                self.validate.push(Step::Sql {
+                    sql: format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", ident(&c.name)),
+                });
+            }
+            "check" => {
+                let expr = c.check.as_deref().unwrap_or("true");
+                match super::expr::rename_columns(expr, &renamed) {
+                    Ok(rewritten) => {
+                        self.expand.push(Step::Sql {
+                            sql: format!(
+                                "ALTER TABLE {table} ADD CONSTRAINT {} CHECK ({rewritten}){} NOT VALID",
+                                ident(&c.name),
+                                if c.no_inherit == Some(true) { " NO INHERIT" } else { "" }
+                            ),
+                        });
+                        self.validate.push(Step::Sql {
+                            sql: format!(
+                                "ALTER TABLE {table} VALIDATE CONSTRAINT {}",
+                                ident(&c.name)
+                            ),
+                        });
+                    }
+                    Err(message) => self.problem(&format!("{at}/check"), message),
+                }
+            }
+            other => self.problem(at, format!("unknown constraint type {other:?}")),
+        }
+    }
+
+    /// Removes constraint `name` from the new version by duplicating its
+    /// columns without it. `up`/`down` give each column's conversion.
+    fn drop_constraint(
+        &mut self,
+        at: &str,
+        table: &str,
+        name: &str,
+        conversion: impl Fn(&str) -> (String, String),
+        single: bool,
+    ) {
+        let Some(s) = self.existing_shape(at, table, "drop_constraint") else {
+            return;
+        };
+        let info = self.info(s).expect("existing table");
+        let Some(columns) = info.constraint_columns.get(name).cloned() else {
+            self.problem(
+                at,
+                format!("constraint {name:?} does not exist on table {table:?}"),
+            );
+            return;
+        };
+        if single && columns.len() != 1 {
+            self.problem(
+                at,
+                format!(
+                    "constraint {name:?} covers {} columns; use drop_multicolumn_constraint",
+                    columns.len()
+                ),
+            );
+            return;
+        }
+        // Its own backing index shares its name.
+        let expendable = BTreeSet::from([name.to_string()]);
+        for physical in &columns {
+            let Some(new_name) = self.shapes[s]
+                .new_cols
+                .iter()
+                .find(|(_, p)| p == physical)
+                .map(|(n, _)| n.clone())
+            else {
+                self.problem(
+                    at,
+                    format!(
+                        "column {physical:?} of constraint {name:?} is gone from the new version"
+                    ),
+                );
+                return;
+            };
+            let (up, down) = conversion(&new_name);
+            self.duplicate_column(
+                at,
+                s,
+                &new_name,
+                ColumnChange::default(),
+                &up,
+                &down,
+                &expendable,
+            );
+        }
     }
 
     fn create_table(&mut self, at: &str, t: &format::CreateTable) {

@@ -894,3 +894,130 @@ async fn rename_constraint_and_set_replica_identity() {
         ("v_above_zero".into(), "i".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_constraint_check_unique_and_foreign_key() {
+    let setup = "CREATE TABLE owners (id int PRIMARY KEY);
+                 INSERT INTO owners SELECT g FROM generate_series(1, 5) g;
+                 CREATE TABLE products (id int PRIMARY KEY, price int, sku text, owner int);
+                 INSERT INTO products SELECT g, g - 50, 'sku' || (g % 10), g % 7 FROM generate_series(1, 200) g;";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_constraints.json",
+        r#"{"operations": [
+          {"create_constraint": {"table": "products", "name": "price_positive", "type": "check", "columns": ["price"],
+             "check": "price >= 0", "up": {"price": "greatest(price, 0)"}, "down": {"price": "price"}}},
+          {"create_constraint": {"table": "products", "name": "products_sku_key", "type": "unique", "columns": ["sku"],
+             "up": {"sku": "sku || '-' || id"}, "down": {"sku": "split_part(sku, '-', 1)"}}},
+          {"create_constraint": {"table": "products", "name": "products_owner_fk", "type": "foreign_key", "columns": ["owner"],
+             "references": {"table": "owners", "columns": ["id"]},
+             "up": {"owner": "CASE WHEN owner BETWEEN 1 AND 5 THEN owner END"}, "down": {"owner": "owner"}}}
+        ]}"#,
+    );
+    round_trip(&lab, &file).await;
+    let old = lab.client(None, "baseline").await;
+    let new = lab.client(Some("01_constraints"), "baseline").await;
+    // Old-version writes keep their freedom; up makes them valid for the new version.
+    old.execute("INSERT INTO products VALUES (1000, -5, 'sku1', 9)", &[])
+        .await
+        .unwrap();
+    let row = new
+        .query_one(
+            "SELECT price, sku, owner FROM products WHERE id = 1000",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i32>(0),
+            row.get::<_, String>(1),
+            row.get::<_, Option<i32>>(2)
+        ),
+        (0, "sku1-1000".into(), None)
+    );
+    // New-version writes are held to the constraints already.
+    let err = new
+        .execute("INSERT INTO products VALUES (1001, -1, 'x', 1)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&err), "23514");
+    let err = new
+        .execute("INSERT INTO products VALUES (1002, 1, 'sku1-1000', 1)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&err), "23505");
+    let err = new
+        .execute("INSERT INTO products VALUES (1003, 1, 'y', 77)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&err), "23503");
+    lab.complete().await;
+    let defs: Vec<String> = lab
+        .admin()
+        .await
+        .query(
+            "SELECT conname::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'products'::regclass ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        defs,
+        [
+            "price_positive CHECK ((price >= 0))",
+            "products_owner_fk FOREIGN KEY (owner) REFERENCES owners(id)",
+            "products_pkey PRIMARY KEY (id)",
+            "products_sku_key UNIQUE (sku)",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_constraint_and_drop_multicolumn_constraint() {
+    let setup = "CREATE TABLE slots (id int PRIMARY KEY, day int CONSTRAINT day_range CHECK (day BETWEEN 1 AND 7),
+                                     room text, hour int, CONSTRAINT slots_room_hour UNIQUE (room, hour));
+                 INSERT INTO slots SELECT g, g % 7 + 1, 'r' || (g % 3), g FROM generate_series(1, 100) g;";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_relax.json",
+        r#"{"operations": [
+          {"drop_constraint": {"table": "slots", "name": "day_range", "up": "day", "down": "least(greatest(day, 1), 7)"}},
+          {"drop_multicolumn_constraint": {"table": "slots", "name": "slots_room_hour",
+             "up": {"room": "room", "hour": "hour"}, "down": {"room": "room || '-' || id", "hour": "hour"}}}
+        ]}"#,
+    );
+    round_trip(&lab, &file).await;
+    let new = lab.client(Some("01_relax"), "baseline").await;
+    let old = lab.client(None, "baseline").await;
+    new.execute("INSERT INTO slots VALUES (500, 9, 'r1', 1)", &[])
+        .await
+        .unwrap();
+    new.execute("INSERT INTO slots VALUES (501, 9, 'r1', 1)", &[])
+        .await
+        .unwrap();
+    let row = old
+        .query_one("SELECT day, room FROM slots WHERE id = 500", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i32>(0), row.get::<_, String>(1)),
+        (7, "r1-500".into()),
+        "down keeps old rows valid"
+    );
+    lab.complete().await;
+    let n: i64 = lab
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'slots'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "only the primary key is left");
+}
