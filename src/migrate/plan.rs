@@ -130,9 +130,12 @@ struct Planner<'a> {
     problems: Vec<Problem>,
     expand: Vec<Step>,
     concurrent: Vec<Step>,
+    /// NOT NULL checks, added once the triggers fill the new columns.
+    after_triggers: Vec<Step>,
     verify: Vec<Verify>,
     validate: Vec<Step>,
-    contract: Vec<Step>,
+    /// Statements of complete's switch transaction (drops and renames).
+    contract: Vec<String>,
     contract_late: Vec<Step>,
     undo: Vec<Step>,
 }
@@ -153,6 +156,7 @@ pub fn plan(migration: &Migration, cx: &Context) -> Result<Plan, Vec<Problem>> {
         problems: Vec::new(),
         expand: Vec::new(),
         concurrent: Vec::new(),
+        after_triggers: Vec::new(),
         verify: Vec::new(),
         validate: Vec::new(),
         contract: Vec::new(),
@@ -337,7 +341,9 @@ impl<'a> Planner<'a> {
     fn not_null(&mut self, shape: usize, physical: &str, final_name: &str) {
         let table = self.table_q(&self.shapes[shape].physical.clone());
         let check = names::not_null_check(final_name);
-        self.expand.push(Step::Sql {
+        // After the triggers: before them, an old-version insert would leave
+        // the column NULL and fail the check.
+        self.after_triggers.push(Step::Sql {
             sql: format!(
                 "ALTER TABLE {table} ADD CONSTRAINT {} CHECK ({} IS NOT NULL) NOT VALID",
                 ident(&check),
@@ -523,9 +529,10 @@ impl<'a> Planner<'a> {
                 .push((physical.clone(), down.to_string()));
         }
         let t = self.table_q(&self.shapes[s].physical.clone());
-        self.contract.push(Step::Sql {
-            sql: format!("ALTER TABLE {t} DROP COLUMN IF EXISTS {}", ident(&physical)),
-        });
+        self.contract.push(format!(
+            "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
+            ident(&physical)
+        ));
     }
 
     fn rename_column(&mut self, at: &str, table: &str, from: &str, to: &str) {
@@ -616,12 +623,10 @@ impl<'a> Planner<'a> {
         shape.new_cols[c].1 = physical.clone();
         self.verify_converted(s, &physical, up);
         let t = self.table_q(&self.shapes[s].physical.clone());
-        self.contract.push(Step::Sql {
-            sql: format!(
-                "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
-                ident(&old_physical)
-            ),
-        });
+        self.contract.push(format!(
+            "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
+            ident(&old_physical)
+        ));
         Some(physical)
     }
 
@@ -912,9 +917,8 @@ impl<'a> Planner<'a> {
         self.undo.push(Step::Sql {
             sql: format!("DROP TABLE IF EXISTS {table}"),
         });
-        self.contract.push(Step::Sql {
-            sql: format!("ALTER TABLE {table} RENAME TO {}", ident(&t.name)),
-        });
+        self.contract
+            .push(format!("ALTER TABLE {table} RENAME TO {}", ident(&t.name)));
         self.shapes.push(Shape {
             physical,
             old_name: None,
@@ -1128,9 +1132,8 @@ impl<'a> Planner<'a> {
         }
         self.shapes[s].new_name = to.to_string();
         let physical = self.table_q(&self.shapes[s].physical.clone());
-        self.contract.push(Step::Sql {
-            sql: format!("ALTER TABLE {physical} RENAME TO {}", ident(to)),
-        });
+        self.contract
+            .push(format!("ALTER TABLE {physical} RENAME TO {}", ident(to)));
         self.shapes[s].physical_after = Some(to.to_string());
     }
 
@@ -1140,9 +1143,8 @@ impl<'a> Planner<'a> {
         };
         self.shapes[s].dropped = true;
         let physical = self.table_q(&self.shapes[s].physical.clone());
-        self.contract.push(Step::Sql {
-            sql: format!("DROP TABLE IF EXISTS {physical}"),
-        });
+        self.contract
+            .push(format!("DROP TABLE IF EXISTS {physical}"));
     }
 
     fn rename_constraint(&mut self, at: &str, table: &str, from: &str, to: &str) {
@@ -1287,6 +1289,8 @@ impl<'a> Planner<'a> {
             ));
         }
 
+        start.extend(self.after_triggers.iter().cloned());
+
         // 5. New-version views.
         let mut sql = format!("CREATE SCHEMA {}", ident(vs));
         for shape in self.shapes.iter().filter(|s| !s.dropped) {
@@ -1366,23 +1370,27 @@ impl<'a> Planner<'a> {
         complete.push(Step::Sql {
             sql: format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(&old_vs)),
         });
-        for d in &drop_triggers {
-            complete.push(Step::Sql { sql: d.clone() });
-        }
-        complete.extend(self.contract.iter().cloned());
+        // The switch itself is one short transaction: with the triggers gone
+        // and the old columns not, a write that bypasses the proxy would miss
+        // its conversion, so nothing may commit in between.
+        let mut switch: Vec<String> = drop_triggers.clone();
+        switch.extend(self.contract.iter().cloned());
         for shape in self.shapes.iter().filter(|s| !s.dropped) {
             let table = qualified(schema, &shape.new_name);
             for (name, physical) in &shape.new_cols {
                 if name != physical {
-                    complete.push(Step::Sql {
-                        sql: format!(
-                            "ALTER TABLE {table} RENAME COLUMN {} TO {}",
-                            ident(physical),
-                            ident(name)
-                        ),
-                    });
+                    switch.push(format!(
+                        "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+                        ident(physical),
+                        ident(name)
+                    ));
                 }
             }
+        }
+        if !switch.is_empty() {
+            complete.push(Step::Sql {
+                sql: switch.join("; "),
+            });
         }
         complete.extend(self.contract_late.iter().cloned());
 

@@ -1021,3 +1021,148 @@ async fn drop_constraint_and_drop_multicolumn_constraint() {
         .get(0);
     assert_eq!(n, 1, "only the primary key is left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_waits_out_a_held_lock_with_retries() {
+    let lab = Lab::new(USERS).await;
+    let file = lab.file(
+        "01_add.json",
+        r#"{"operations": [{"add_column": {"table": "users", "column": {"name": "note", "type": "text"}}}]}"#,
+    );
+    // A long reader holds ACCESS SHARE; ADD COLUMN needs ACCESS EXCLUSIVE.
+    let reader = lab.admin().await;
+    reader
+        .batch_execute("BEGIN; SELECT count(*) FROM users")
+        .await
+        .unwrap();
+    let mut settings = lab.settings();
+    settings.lock_timeout = Duration::from_millis(100);
+    let started = std::time::Instant::now();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        reader.batch_execute("COMMIT").await.unwrap();
+    });
+    let mut m = Migrator::connect(settings).await.unwrap();
+    m.start(&file, false)
+        .await
+        .expect("start retries until the lock is free");
+    release.await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "it waited for the reader"
+    );
+    // Meanwhile other sessions were never blocked for longer than lock_timeout.
+    lab.admin()
+        .await
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_refuses_unconverted_rows() {
+    let lab = Lab::new(USERS).await;
+    let file = lab.file(
+        "01_users.json",
+        r#"{"operations": [{"add_column": {"table": "users", "up": "upper(name)", "column": {"name": "shout", "type": "text"}}}]}"#,
+    );
+    lab.start(&file).await;
+    // A write that skipped the trigger leaves a row without its new columns.
+    let admin = lab.admin().await;
+    admin
+        .batch_execute(
+            "SET session_replication_role = replica; INSERT INTO users (name, rating) VALUES ('sneaky', '3'); SET session_replication_role = origin",
+        )
+        .await
+        .unwrap();
+    let err = lab.migrator().await.complete().await.unwrap_err();
+    assert!(
+        matches!(err, MigrateError::NotConverted { count: 1, .. }),
+        "{err}"
+    );
+    // Touching the row runs the trigger; then complete goes through.
+    admin
+        .batch_execute("UPDATE users SET name = name WHERE name = 'sneaky'")
+        .await
+        .unwrap();
+    lab.complete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_finishes_while_clients_keep_inserting() {
+    let setup = "CREATE TABLE feed (id bigserial PRIMARY KEY, body text);
+                 INSERT INTO feed (body) SELECT 'b' || g FROM generate_series(1, 20000) g;";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_len.json",
+        r#"{"operations": [{"add_column": {"table": "feed", "up": "length(body)", "column": {"name": "len", "type": "int", "nullable": false}}}]}"#,
+    );
+    let writer = lab.client(None, "baseline").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let inserts = tokio::spawn(async move {
+        let mut n = 0u64;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            writer
+                .execute("INSERT INTO feed (body) VALUES ('live')", &[])
+                .await
+                .unwrap();
+            n += 1;
+        }
+        n
+    });
+    let mut settings = lab.settings();
+    settings.batch_size = 200;
+    let mut m = Migrator::connect(settings).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), m.start(&file, false))
+        .await
+        .expect("the backfill finishes despite the inserts")
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let inserted = inserts.await.unwrap();
+    assert!(inserted > 0);
+    m.complete().await.unwrap();
+    let wrong: i64 = lab
+        .admin()
+        .await
+        .query_one(
+            "SELECT count(*) FROM feed WHERE len IS DISTINCT FROM length(body)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(wrong, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_not_null_key_backfill_and_drop_index() {
+    let setup = "CREATE TABLE codes (code text NOT NULL UNIQUE, n int);
+                 INSERT INTO codes SELECT 'c' || g, g FROM generate_series(1, 3000) g;
+                 CREATE INDEX codes_n_idx ON codes (n);";
+    let lab = Lab::new(setup).await;
+    let file = lab.file(
+        "01_codes.json",
+        r#"{"operations": [
+          {"add_column": {"table": "codes", "up": "upper(code)", "column": {"name": "shout", "type": "text"}}},
+          {"drop_index": {"name": "codes_n_idx"}}
+        ]}"#,
+    );
+    round_trip(&lab, &file).await;
+    let plan_keys = {
+        let m = lab.migrator().await;
+        let status = m.status().await.unwrap();
+        status.active.unwrap().backfill
+    };
+    assert_eq!(plan_keys[0].rows_done, 3000);
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT count(*) FILTER (WHERE shout = upper(code)), to_regclass('codes_n_idx') IS NULL FROM codes",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (3000, true));
+}
