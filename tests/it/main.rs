@@ -2,6 +2,7 @@
 //! its own throwaway Postgres cluster and proxy.
 
 mod auth;
+mod cli;
 mod clients;
 mod disconnect;
 mod harness;
