@@ -6,6 +6,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY schemas ./schemas
 RUN cargo build --release --locked --bin pgshift
 
 FROM debian:bookworm-slim

@@ -34,11 +34,15 @@ pub struct Settings {
 /// Why a migration command failed; each says what to do next.
 #[derive(Debug, Error)]
 pub enum MigrateError {
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url}: {}", db_message(.source))]
     Connect {
         url: String,
         source: tokio_postgres::Error,
     },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Tls(#[from] crate::proxy::tls::TlsError),
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error("{}", render_live(file, problems))]
@@ -80,7 +84,7 @@ pub enum MigrateError {
         sql: String,
         message: String,
     },
-    #[error("database error: {0}")]
+    #[error("database error: {}", db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("cannot read {path}: {source}")]
     Io {
@@ -165,17 +169,7 @@ impl Migrator {
     /// Connects, creates the state schema if needed (`init`), and takes the
     /// schema's advisory lock, failing at once when another command holds it.
     pub async fn connect(settings: Settings) -> Result<Migrator, MigrateError> {
-        let (client, connection) = tokio_postgres::connect(&settings.database_url, NoTls)
-            .await
-            .map_err(|source| MigrateError::Connect {
-                url: crate::config::redact_url(&settings.database_url),
-                source,
-            })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "migrator connection ended");
-            }
-        });
+        let client = open(&settings.database_url).await?;
         // Serialize concurrent inits; CREATE ... IF NOT EXISTS alone can race.
         client
             .batch_execute(&format!(
@@ -540,6 +534,71 @@ impl Migrator {
         }
         Ok(applied)
     }
+}
+
+/// Opens a client for a `postgres://` URL with the proxy's URL rules: libpq
+/// `sslmode` (disable, prefer, require, verify-full with `sslrootcert`) over
+/// rustls, and `host=/dir` for a Unix socket.
+pub async fn open(url: &str) -> Result<Client, MigrateError> {
+    use crate::config::{SslMode, UpstreamConfig};
+    let parsed = UpstreamConfig::from_url(url)?;
+    let mut config = tokio_postgres::Config::new();
+    let user = parsed
+        .user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "postgres".to_string());
+    config.user(&user);
+    config.dbname(parsed.dbname.as_deref().unwrap_or(&user));
+    config.application_name("pgshift");
+    if let Some(password) = &parsed.password {
+        config.password(password);
+    }
+    if parsed.unix_socket().is_some() {
+        config.host_path(&parsed.host);
+    } else {
+        config.host(&parsed.host);
+    }
+    config.port(parsed.port);
+    config.ssl_mode(match parsed.sslmode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+    });
+    let connect_err = |source| MigrateError::Connect {
+        url: crate::config::redact_url(url),
+        source,
+    };
+    let tls = crate::proxy::tls::client_config(parsed.sslmode, parsed.sslrootcert.as_deref())?;
+    match tls {
+        Some(tls) if parsed.unix_socket().is_none() => {
+            let (client, connection) = config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (*tls).clone(),
+                ))
+                .await
+                .map_err(connect_err)?;
+            Ok(drive(client, connection))
+        }
+        _ => {
+            let (client, connection) = config.connect(NoTls).await.map_err(connect_err)?;
+            Ok(drive(client, connection))
+        }
+    }
+}
+
+/// Runs a connection's I/O in the background and returns its client.
+fn drive<S, T>(client: Client, connection: tokio_postgres::Connection<S, T>) -> Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "migrator connection ended");
+        }
+    });
+    client
 }
 
 fn wrong_phase(version: &str, phase: &str, command: &'static str) -> MigrateError {

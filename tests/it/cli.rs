@@ -8,7 +8,10 @@ use crate::migrate::Lab;
 
 fn pgshift(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pgshift"));
-    command.args(args).env_remove("PGSHIFT_DATABASE_URL").env("RUST_LOG", "warn");
+    command
+        .args(args)
+        .env_remove("PGSHIFT_DATABASE_URL")
+        .env("RUST_LOG", "warn");
     for (k, v) in env {
         command.env(k, v);
     }
@@ -16,20 +19,36 @@ fn pgshift(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_through_the_binary() {
-    let lab = Lab::new("CREATE TABLE t (id int PRIMARY KEY, a text); INSERT INTO t VALUES (1, 'x');").await;
+    let lab =
+        Lab::new("CREATE TABLE t (id int PRIMARY KEY, a text); INSERT INTO t VALUES (1, 'x');")
+            .await;
     let url = lab.cluster.url("postgres");
     let good = lab.file(
         "01_b.yaml",
         "operations:\n  - add_column: { table: t, up: upper(a), column: { name: b, type: text } }\n",
     );
-    let bad = lab.file("02_bad.json", r#"{"operations": [{"add_column": {"table": "t"}}, {"nope": {}}]}"#);
-    let wrong_table = lab.file("03_wrong.json", r#"{"operations": [{"drop_table": {"name": "missing"}}]}"#);
-    let (good, bad, wrong_table) = (good.to_str().unwrap(), bad.to_str().unwrap(), wrong_table.to_str().unwrap());
+    let bad = lab.file(
+        "02_bad.json",
+        r#"{"operations": [{"add_column": {"table": "t"}}, {"nope": {}}]}"#,
+    );
+    let wrong_table = lab.file(
+        "03_wrong.json",
+        r#"{"operations": [{"drop_table": {"name": "missing"}}]}"#,
+    );
+    let (good, bad, wrong_table) = (
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        wrong_table.to_str().unwrap(),
+    );
 
     let out = tokio::task::spawn_blocking({
         let bad = bad.to_string();
@@ -39,52 +58,100 @@ async fn commands_through_the_binary() {
     .unwrap();
     assert!(!out.status.success());
     let msg = text(&out);
-    assert!(msg.contains("02_bad.json: 2 problem(s)") && msg.contains("/operations/0/add_column"), "{msg}");
+    assert!(
+        msg.contains("02_bad.json: 2 problem(s)") && msg.contains("/operations/0/add_column"),
+        "{msg}"
+    );
 
     let url2 = url.clone();
     let wrong = wrong_table.to_string();
-    let out = tokio::task::spawn_blocking(move || pgshift(&["validate", &wrong, "--database-url", &url2], &[]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        pgshift(&["validate", &wrong, "--database-url", &url2], &[])
+    })
+    .await
+    .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out).contains("table \"missing\" does not exist"), "{}", text(&out));
+    assert!(
+        text(&out).contains("table \"missing\" does not exist"),
+        "{}",
+        text(&out)
+    );
 
     // The URL from the environment.
     let (g, u) = (good.to_string(), url.clone());
-    let out = tokio::task::spawn_blocking(move || pgshift(&["plan", &g], &[("PGSHIFT_DATABASE_URL", &u)]))
-        .await
-        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        pgshift(&["plan", &g], &[("PGSHIFT_DATABASE_URL", &u)])
+    })
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let plan = text(&out);
-    for part in ["-- start", "ADD COLUMN \"_pgshift_new_b\" text", "-- backfill public.t", "-- complete", "-- rollback"] {
+    for part in [
+        "-- start",
+        "ADD COLUMN \"_pgshift_new_b\" text",
+        "-- backfill public.t",
+        "-- complete",
+        "-- rollback",
+    ] {
         assert!(plan.contains(part), "{part} missing from plan:\n{plan}");
     }
 
     // The URL from the config file.
-    let config = lab.file("pgshift.toml", &format!("[migrate]\ndatabase_url = \"{url}\"\n"));
+    let config = lab.file(
+        "pgshift.toml",
+        &format!("[migrate]\ndatabase_url = \"{url}\"\n"),
+    );
     let config = config.to_str().unwrap().to_string();
     let (g, c) = (good.to_string(), config.clone());
-    let out = tokio::task::spawn_blocking(move || pgshift(&["start", &g, "--config", &c], &[])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || pgshift(&["start", &g, "--config", &c], &[]))
+        .await
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let c = config.clone();
-    let out = tokio::task::spawn_blocking(move || pgshift(&["status", "--json", "--config", &c], &[])).await.unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let out =
+        tokio::task::spawn_blocking(move || pgshift(&["status", "--json", "--config", &c], &[]))
+            .await
+            .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
     assert_eq!(status["active"]["version"], "01_b");
     assert_eq!(status["active"]["phase"], "active");
     assert_eq!(status["active"]["backfill"][0]["rows_done"], 1);
     let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || pgshift(&["complete", "--database-url", &u], &[])).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || pgshift(&["complete", "--database-url", &u], &[]))
+            .await
+            .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || pgshift(&["rollback", "--database-url", &u], &[])).await.unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || pgshift(&["rollback", "--database-url", &u], &[]))
+            .await
+            .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out).contains("no migration is in progress"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no migration is in progress"),
+        "{}",
+        text(&out)
+    );
 
     // No database anywhere: a clear error.
     let g = good.to_string();
-    let out = tokio::task::spawn_blocking(move || pgshift(&["start", &g], &[])).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || pgshift(&["start", &g], &[]))
+        .await
+        .unwrap();
     assert!(!out.status.success());
-    assert!(text(&out).contains("pass --database-url, set PGSHIFT_DATABASE_URL"), "{}", text(&out));
-    let b: String = lab.admin().await.query_one("SELECT b FROM t", &[]).await.unwrap().get(0);
+    assert!(
+        text(&out).contains("pass --database-url, set PGSHIFT_DATABASE_URL"),
+        "{}",
+        text(&out)
+    );
+    let b: String = lab
+        .admin()
+        .await
+        .query_one("SELECT b FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(b, "X");
 }

@@ -23,12 +23,15 @@ pub struct Lab {
 
 impl Lab {
     pub async fn new(setup: &str) -> Lab {
+        Lab::with(ClusterOptions::default(), setup).await
+    }
+
+    pub async fn with(options: ClusterOptions, setup: &str) -> Lab {
         init_logs();
-        let cluster =
-            tokio::task::spawn_blocking(|| TempCluster::start(&ClusterOptions::default()))
-                .await
-                .unwrap()
-                .unwrap();
+        let cluster = tokio::task::spawn_blocking(move || TempCluster::start(&options))
+            .await
+            .unwrap()
+            .unwrap();
         let lab = Lab {
             cluster,
             dir: tempfile::tempdir().unwrap(),
@@ -1165,4 +1168,45 @@ async fn unique_not_null_key_backfill_and_drop_index() {
         .await
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1)), (3000, true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_migrator_connects_over_tls_with_verify_full() {
+    let pki = harness::TestPki::new();
+    let options = ClusterOptions {
+        ssl: Some((pki.cert_pem.clone(), pki.key_pem.clone())),
+        hba: Some("local all all trust\nhostssl all tls_admin 127.0.0.1/32 trust\nhost all postgres 127.0.0.1/32 trust\n".into()),
+        ..Default::default()
+    };
+    let lab = Lab::with(
+        options,
+        "CREATE ROLE tls_admin SUPERUSER LOGIN; CREATE TABLE t (id int PRIMARY KEY, a int);",
+    )
+    .await;
+    let file = lab.file(
+        "01_tls.json",
+        r#"{"operations": [{"add_column": {"table": "t", "column": {"name": "b", "type": "int"}}}]}"#,
+    );
+    let mut settings = lab.settings();
+    // tls_admin may only connect over TLS; verify-full checks the certificate and the name.
+    settings.database_url = format!(
+        "postgres://tls_admin@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        lab.cluster.port,
+        pki.path("ca.pem").display()
+    );
+    let mut m = Migrator::connect(settings.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    m.start(&file, true).await.unwrap();
+    m.close().await.unwrap();
+    // Plain connections for that user are refused, so the migrator really used TLS.
+    settings.database_url = format!(
+        "postgres://tls_admin@127.0.0.1:{}/postgres?sslmode=disable",
+        lab.cluster.port
+    );
+    let err = Migrator::connect(settings)
+        .await
+        .err()
+        .expect("plain is refused");
+    assert!(err.to_string().contains("pg_hba.conf"), "{err}");
 }
