@@ -241,6 +241,11 @@ impl Migrator {
             .map(|r| r.get(0))
             .collect();
         let volatile_defaults = self.volatile_defaults(migration).await?;
+        let server_version: i32 = self
+            .client
+            .query_one("SELECT current_setting('server_version_num')::int", &[])
+            .await?
+            .get(0);
         let cx = Context {
             schema,
             tables: &tables,
@@ -250,6 +255,7 @@ impl Migrator {
             old_schema_exists: schemas.contains(&old_schema),
             schemas: &schemas,
             volatile_defaults: &volatile_defaults,
+            security_invoker: server_version >= 150000,
         };
         plan::plan(migration, &cx).map_err(|problems| MigrateError::Live {
             file: file.to_string(),

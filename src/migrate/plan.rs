@@ -36,6 +36,8 @@ pub struct Context<'a> {
     pub schemas: &'a BTreeSet<String>,
     /// Default expressions that are volatile (each row gets its own value).
     pub volatile_defaults: &'a BTreeSet<String>,
+    /// Whether views can be `security_invoker` (Postgres 15 and later).
+    pub security_invoker: bool,
 }
 
 /// One unit of work, recorded in the state schema and run in order.
@@ -1240,6 +1242,12 @@ impl<'a> Planner<'a> {
         let old_vs = names::version_schema(schema, self.cx.old_version);
         let mut start = Vec::new();
         let mut rollback = Vec::new();
+        // Views check permissions as the querying user, not the view owner.
+        let view_options = if self.cx.security_invoker {
+            "WITH (security_invoker = true) "
+        } else {
+            ""
+        };
 
         // 1. Old-version views first, so old sessions stand on views before any
         //    physical table changes.
@@ -1252,7 +1260,7 @@ impl<'a> Planner<'a> {
             }
             let cols: Vec<String> = shape.old_cols.iter().map(|c| ident(c)).collect();
             old_views.push(format!(
-                "CREATE VIEW {} WITH (security_invoker = true) AS SELECT {} FROM {}",
+                "CREATE VIEW {} {view_options}AS SELECT {} FROM {}",
                 qualified(&old_vs, name),
                 cols.join(", "),
                 qualified(schema, &shape.physical)
@@ -1306,7 +1314,7 @@ impl<'a> Planner<'a> {
                 })
                 .collect();
             sql.push_str(&format!(
-                "; CREATE VIEW {} WITH (security_invoker = true) AS SELECT {} FROM {}",
+                "; CREATE VIEW {} {view_options}AS SELECT {} FROM {}",
                 qualified(vs, &shape.new_name),
                 cols.join(", "),
                 qualified(schema, &shape.physical)

@@ -152,6 +152,24 @@ async fn multi_operation_lifecycle_with_two_clients() {
     let file = lab.file("01_users.json", MULTI);
 
     lab.start(&file).await;
+    let options: Vec<Option<String>> = lab
+        .admin()
+        .await
+        .query(
+            "SELECT array_to_string(c.reloptions, ',') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname IN ('public_01_users', 'public_baseline') AND c.relkind = 'v'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        options,
+        vec![Some("security_invoker=true".to_string()); 2],
+        "views check the caller's rights"
+    );
     let old = lab.client(None, "baseline").await;
     let new = lab.client(Some("01_users"), "baseline").await;
     // Each client writes in its own shape.
