@@ -323,7 +323,14 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         let user = upstream.user.as_deref().unwrap_or("postgres");
         let dbname = upstream.dbname.as_deref().unwrap_or(user);
         tracing::info!(listen = %addr, upstream = %format!("{}:{}", upstream.host, upstream.port), "pgshift proxy is ready");
-        println!("pgshift is listening on {addr}; connect with:\n  psql 'postgres://{user}@{addr}/{dbname}'");
+        // One write, and a closed stdout is no reason to stop serving:
+        // println! would panic on EPIPE (say, under `pgshift proxy | head -1`).
+        let banner = format!(
+            "pgshift is listening on {addr}; connect with:\n  psql 'postgres://{user}@{addr}/{dbname}'\n"
+        );
+        let mut stdout = std::io::stdout().lock();
+        let _ = std::io::Write::write_all(&mut stdout, banner.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
+        drop(stdout);
         proxy::run(listener, config, shutdown_signal()).await?;
         anyhow::Ok(())
     });

@@ -132,3 +132,50 @@ async fn sigterm_drains_then_exits_and_logs_are_json() {
     }
     assert_eq!((opened, closed), (3, 3), "{logs}");
 }
+
+/// Regression: the banner hit a closed stdout and `println!` panicked,
+/// killing the proxy (seen in CI when a test closed the pipe after reading
+/// the first line). Here stdout is closed before the proxy prints anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_does_not_stop_the_proxy() {
+    let cluster = tokio::task::spawn_blocking(|| TempCluster::start(&ClusterOptions::default()))
+        .await
+        .unwrap()
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args([
+            "proxy",
+            "--listen",
+            &listen,
+            "--upstream",
+            &cluster.url("postgres"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let addr: std::net::SocketAddr = listen.parse().unwrap();
+    let up = crate::harness::eventually(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    assert!(up, "the proxy never listened");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the proxy died when stdout was closed"
+    );
+    let (mut raw, _) = Raw::startup(addr, &[]).await;
+    raw.send(&query("SELECT 1")).await;
+    assert_eq!(raw.until_ready().await.last().unwrap().tag, b'Z');
+    signal(&child, nix::sys::signal::Signal::SIGTERM);
+    assert!(child.wait().await.unwrap().success());
+}
