@@ -233,6 +233,8 @@ pub struct ProxyConfig {
     pub log_format: LogFormat,
     /// Tokio worker threads; 0 means one per core.
     pub workers: usize,
+    /// The physical schema whose versions sessions are routed to.
+    pub schema: String,
 }
 
 impl ProxyConfig {
@@ -250,6 +252,7 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,
             workers: 0,
+            schema: "public".to_string(),
         }
     }
 
@@ -322,6 +325,7 @@ impl ProxyConfig {
             .unwrap_or(config.max_message_length);
         config.log_format = merged.log_format.unwrap_or(config.log_format);
         config.workers = merged.workers.unwrap_or(config.workers);
+        config.schema = merged.schema.unwrap_or(config.schema);
         if config.max_clients == 0 {
             return Err(ConfigError::Invalid {
                 setting: "max_clients",
@@ -382,6 +386,9 @@ pub struct ProxySettings {
     /// Worker threads; 0 means one per core [default: 0]
     #[arg(long, env = "PGSHIFT_WORKERS")]
     pub workers: Option<usize>,
+    /// Schema whose versions sessions are routed to [default: public]
+    #[arg(long, env = "PGSHIFT_SCHEMA")]
+    pub schema: Option<String>,
 }
 
 impl ProxySettings {
@@ -400,6 +407,7 @@ impl ProxySettings {
             drain_timeout: self.drain_timeout.or(other.drain_timeout),
             log_format: self.log_format.or(other.log_format),
             workers: self.workers.or(other.workers),
+            schema: self.schema.or(other.schema),
         }
     }
 }

@@ -9,5 +9,6 @@ pub mod config;
 pub mod migrate;
 pub mod proxy;
 pub mod quote;
+pub mod routing;
 pub mod telemetry;
 pub mod wire;

@@ -546,8 +546,19 @@ impl Migrator {
 /// `sslmode` (disable, prefer, require, verify-full with `sslrootcert`) over
 /// rustls, and `host=/dir` for a Unix socket.
 pub async fn open(url: &str) -> Result<Client, MigrateError> {
-    use crate::config::{SslMode, UpstreamConfig};
-    let parsed = UpstreamConfig::from_url(url)?;
+    let parsed = crate::config::UpstreamConfig::from_url(url)?;
+    connect_upstream(&parsed, None).await
+}
+
+/// Like [`open`], for an already parsed URL; NOTIFY messages the
+/// connection receives go to `notify`.
+pub async fn connect_upstream(
+    parsed: &crate::config::UpstreamConfig,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) -> Result<Client, MigrateError> {
+    use crate::config::SslMode;
+    let url = format!("postgres://{}:{}", parsed.host, parsed.port);
+    let url = url.as_str();
     let mut config = tokio_postgres::Config::new();
     let user = parsed
         .user
@@ -584,24 +595,41 @@ pub async fn open(url: &str) -> Result<Client, MigrateError> {
                 ))
                 .await
                 .map_err(connect_err)?;
-            Ok(drive(client, connection))
+            Ok(drive(client, connection, notify))
         }
         _ => {
             let (client, connection) = config.connect(NoTls).await.map_err(connect_err)?;
-            Ok(drive(client, connection))
+            Ok(drive(client, connection, notify))
         }
     }
 }
 
-/// Runs a connection's I/O in the background and returns its client.
-fn drive<S, T>(client: Client, connection: tokio_postgres::Connection<S, T>) -> Client
+/// Runs a connection's I/O in the background and returns its client,
+/// passing NOTIFY messages to `notify` when given.
+fn drive<S, T>(
+    client: Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) -> Client
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(error = %e, "migrator connection ended");
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if let Some(tx) = &notify {
+                        let _ = tx.send(n);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pgshift control connection ended");
+                    break;
+                }
+                None => break,
+            }
         }
     });
     client

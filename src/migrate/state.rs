@@ -185,7 +185,41 @@ pub async fn set_phase(
             &[&schema, &version, &phase],
         )
         .await?;
+    // Every proxy listens, and reloads the live versions.
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &schema])
+        .await?;
     Ok(())
+}
+
+/// The channel on which the migrator announces phase changes; the payload
+/// is the schema's name.
+pub const NOTIFY_CHANNEL: &str = "pgshift";
+
+/// The live versions of `schema` for routing: the current version, and the
+/// migration whose phase is `active`, if any.
+pub async fn live_versions(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<crate::routing::Versions, tokio_postgres::Error> {
+    let current = current_version(client, schema).await?;
+    let row = client
+        .query_opt(
+            "SELECT version, parent, plan->>'version_schema', plan->>'old_version_schema'
+             FROM pgshift.migrations WHERE schema_name = $1 AND phase = 'active'",
+            &[&schema],
+        )
+        .await?;
+    Ok(crate::routing::Versions {
+        schema: schema.to_string(),
+        current,
+        migration: row.map(|r| crate::routing::Migration {
+            new: r.get(0),
+            old: r.get(1),
+            new_schema: r.get(2),
+            old_schema: r.get(3),
+        }),
+    })
 }
 
 /// The steps of `action` not yet done, in order, with their positions.

@@ -8,6 +8,7 @@ mod session;
 mod startup;
 pub mod tls;
 pub mod upstream;
+pub mod versions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -58,6 +59,12 @@ pub enum SessionError {
     MessageTimeout(Duration),
     #[error("terminating connection because pgshift is shutting down")]
     Shutdown,
+    #[error("{0}")]
+    Routing(crate::routing::RoutingError),
+    #[error(
+        "this session asks for a schema version, but pgshift has not read the versions from Postgres yet"
+    )]
+    VersionsUnavailable,
     #[error("client connection failed: {0}")]
     ClientIo(std::io::Error),
 }
@@ -76,6 +83,8 @@ impl SessionError {
             SessionError::Upstream(_) | SessionError::UpstreamLost(_) => "08006",
             SessionError::MessageTooLong { .. } => "54000",
             SessionError::Shutdown => "57P01",
+            SessionError::Routing(_) => "22023",
+            SessionError::VersionsUnavailable => "57P03",
             SessionError::ClientIo(_) => "08006",
         }
     }
@@ -143,6 +152,7 @@ pub struct Shared {
     pub(crate) cancel: Arc<CancelRegistry>,
     pub(crate) clients: Arc<Semaphore>,
     pub(crate) phase: watch::Receiver<Phase>,
+    pub(crate) versions: Arc<versions::VersionWatch>,
 }
 
 /// Serves clients from `listener` until `shutdown` resolves, then drains:
@@ -157,7 +167,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
     let upstream_config = config.upstream.clone().ok_or(ProxyError::NoUpstream)?;
-    let upstream = Upstream::new(upstream_config)?;
+    let upstream = Upstream::new(upstream_config.clone())?;
+    let config_schema = config.schema.clone();
     let tls_acceptor = match &config.tls {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
         None => None,
@@ -171,6 +182,7 @@ pub async fn run(
         tls_acceptor,
         cancel: Arc::new(CancelRegistry::default()),
         phase: phase_rx,
+        versions: versions::spawn(upstream_config, config_schema),
     });
     // Each connection task holds a sender; when all are dropped, all are done.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);

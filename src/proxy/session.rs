@@ -45,7 +45,8 @@ pub async fn serve(
         .cloned()
         .unwrap_or_default();
     let tls = established.client.is_tls();
-    tracing::info!(client = %peer, %user, %database, %application_name, tls, "connection opened");
+    let version = established.version.clone().unwrap_or_default();
+    tracing::info!(client = %peer, %user, %database, %application_name, tls, %version, "connection opened");
 
     let (reason, state) = relay_session(&shared, established).await;
     tracing::info!(

@@ -38,6 +38,8 @@ pub struct Established {
     pub cancel_key: Option<CancelKey>,
     /// The session's place under `max_clients`.
     pub permit: OwnedSemaphorePermit,
+    /// The schema version the session is pinned to, when the versions are known.
+    pub version: Option<String>,
 }
 
 /// How a connection that never became a session ended.
@@ -109,6 +111,10 @@ pub async fn handshake(
         }
     };
 
+    let (startup, version) = match route(shared, &raw, &params) {
+        Ok(routed) => routed,
+        Err(e) => return Err(fail(&mut client, e).await),
+    };
     let Ok(permit) = Arc::clone(&shared.clients).try_acquire_owned() else {
         let e = SessionError::TooManyClients(shared.config.max_clients);
         return Err(fail(&mut client, e).await);
@@ -121,7 +127,7 @@ pub async fn handshake(
     match within(
         deadline,
         shared,
-        relay_auth(&mut client, &mut upstream, &raw, shared, upstream_addr),
+        relay_auth(&mut client, &mut upstream, &startup, shared, upstream_addr),
     )
     .await
     {
@@ -133,11 +139,41 @@ pub async fn handshake(
             params,
             cancel_key: auth.cancel_key,
             permit,
+            version,
         }),
         Ok(Err(AuthError::Refused)) => Err(Ended::Refused),
         Ok(Err(AuthError::Session(e))) | Err(e) => {
             let _ = upstream.write_all(&wire::TERMINATE).await;
             Err(fail(&mut client, e).await)
+        }
+    }
+}
+
+/// The startup packet to send upstream, and the session's version, as
+/// [`crate::routing::route`] decides from the latest known versions.
+fn route(
+    shared: &Shared,
+    raw: &Bytes,
+    params: &std::collections::BTreeMap<String, String>,
+) -> Result<(Bytes, Option<String>), SessionError> {
+    match shared.versions.snapshot() {
+        Some(versions) => {
+            let routed = crate::routing::route(raw, &versions).map_err(SessionError::Routing)?;
+            Ok((
+                routed.startup.unwrap_or_else(|| raw.clone()),
+                Some(routed.version),
+            ))
+        }
+        None => {
+            let asks = params.contains_key(crate::routing::VERSION_SETTING)
+                || params
+                    .get("options")
+                    .is_some_and(|o| o.contains(crate::routing::VERSION_SETTING));
+            if asks {
+                Err(SessionError::VersionsUnavailable)
+            } else {
+                Ok((raw.clone(), None))
+            }
         }
     }
 }

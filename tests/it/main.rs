@@ -11,5 +11,6 @@ mod large;
 mod limits;
 mod migrate;
 mod protocol;
+mod routing;
 mod shutdown;
 mod tls;

@@ -1,0 +1,107 @@
+//! The proxy's view of the live schema versions: a control connection to the
+//! upstream that LISTENs on the migrator's channel and reloads the versions
+//! on every NOTIFY (and every few seconds in case one was missed), so a
+//! migration's start or end reaches every proxy at once. Sessions read the
+//! latest snapshot at startup without waiting.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::config::UpstreamConfig;
+use crate::migrate::{engine, state};
+use crate::routing::Versions;
+
+/// How long a snapshot may go without a reload when no NOTIFY arrives.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// The latest known versions; `None` until the first load succeeds.
+#[derive(Debug, Default)]
+pub struct VersionWatch {
+    latest: RwLock<Option<Arc<Versions>>>,
+}
+
+impl VersionWatch {
+    /// The latest snapshot, or `None` when the versions were never read.
+    pub fn snapshot(&self) -> Option<Arc<Versions>> {
+        self.latest.read().expect("not poisoned").clone()
+    }
+
+    fn set(&self, versions: Versions) {
+        let mut latest = self.latest.write().expect("not poisoned");
+        if latest.as_deref() != Some(&versions) {
+            tracing::info!(
+                current = %versions.current,
+                migration = ?versions.migration.as_ref().map(|m| (&m.old, &m.new)),
+                "schema versions changed"
+            );
+        }
+        *latest = Some(Arc::new(versions));
+    }
+}
+
+/// Starts watching `schema` on `upstream`; the task runs until the runtime stops.
+pub fn spawn(upstream: UpstreamConfig, schema: String) -> Arc<VersionWatch> {
+    let watch = Arc::new(VersionWatch::default());
+    tokio::spawn(run(Arc::clone(&watch), upstream, schema));
+    watch
+}
+
+async fn run(watch: Arc<VersionWatch>, upstream: UpstreamConfig, schema: String) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        match engine::connect_upstream(&upstream, Some(tx)).await {
+            Ok(client) => {
+                let listen = format!("LISTEN {}", crate::quote::ident(state::NOTIFY_CHANNEL));
+                match client.batch_execute(&listen).await {
+                    Ok(()) => loop {
+                        match load(&client, &schema).await {
+                            Ok(versions) => {
+                                backoff = Duration::from_millis(100);
+                                watch.set(versions);
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot read the schema versions; retrying");
+                                break;
+                            }
+                        }
+                        match tokio::time::timeout(RELOAD_EVERY, rx.recv()).await {
+                            Ok(Some(_)) | Err(_) => {}
+                            Ok(None) => break,
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot LISTEN for version changes; retrying")
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no control connection to Postgres for version routing; retrying")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Reads the live versions; a database without the state schema has only
+/// its baseline.
+async fn load(
+    client: &tokio_postgres::Client,
+    schema: &str,
+) -> Result<Versions, tokio_postgres::Error> {
+    let initialized: bool = client
+        .query_one("SELECT to_regclass('pgshift.migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !initialized {
+        return Ok(Versions {
+            schema: schema.to_string(),
+            current: "baseline".to_string(),
+            migration: None,
+        });
+    }
+    state::live_versions(client, schema).await
+}

@@ -1,0 +1,254 @@
+//! Which schema version a session gets, decided once at startup (design.md,
+//! "How a session finds its version"): the version the client asks for
+//! (startup `options=-c pgshift.version=<name>`, as libpq's PGOPTIONS sends
+//! it, or a `pgshift.version` startup parameter), else the default route: the
+//! old version while a migration runs, the only version otherwise. Pure: the
+//! startup packet and the known versions in, the packet to send upstream out.
+
+use std::collections::BTreeMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+use crate::quote;
+
+/// The setting that carries a session's version; the triggers read it.
+pub const VERSION_SETTING: &str = "pgshift.version";
+
+/// The versions that exist in one schema, as the state schema says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Versions {
+    /// The physical schema (`public`).
+    pub schema: String,
+    /// The version clients use outside a migration.
+    pub current: String,
+    /// While a migration runs: (old version, its schema, new version, its schema).
+    pub migration: Option<Migration>,
+}
+
+/// The two live versions of a running migration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub old: String,
+    pub old_schema: String,
+    pub new: String,
+    pub new_schema: String,
+}
+
+impl Versions {
+    /// Every version a session may ask for now, with its version schema
+    /// (`None`: the physical schema serves it).
+    pub fn live(&self) -> BTreeMap<String, Option<String>> {
+        match &self.migration {
+            Some(m) => BTreeMap::from([
+                (m.old.clone(), Some(m.old_schema.clone())),
+                (m.new.clone(), Some(m.new_schema.clone())),
+            ]),
+            None => BTreeMap::from([(self.current.clone(), None)]),
+        }
+    }
+}
+
+/// Why a session's version could not be settled.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RoutingError {
+    #[error("schema version {requested:?} does not exist; the versions that exist now are: {}", existing.join(", "))]
+    UnknownVersion {
+        requested: String,
+        existing: Vec<String>,
+    },
+    #[error("the startup packet's parameters are malformed")]
+    Malformed,
+}
+
+/// The outcome for one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The version the session is pinned to.
+    pub version: String,
+    /// The startup packet to send upstream; `None` means the client's bytes
+    /// go unchanged (no migration runs and nothing needs setting).
+    pub startup: Option<Bytes>,
+}
+
+/// Decides the version of a session from its raw StartupMessage (length
+/// word included) and the live versions. The packet sent upstream carries,
+/// in `options`, `-c pgshift.version=<version>` and a `search_path` with the
+/// version schema first, then the client's own search_path (or Postgres's
+/// default, `"$user", <schema>`). The client's own `pgshift.version`
+/// request is removed from what reaches Postgres.
+pub fn route(raw: &[u8], versions: &Versions) -> Result<Route, RoutingError> {
+    let mut params = parse_params(raw).ok_or(RoutingError::Malformed)?;
+    let mut requested = None;
+    if let Some(i) = params
+        .iter()
+        .position(|(k, _)| k == VERSION_SETTING.as_bytes())
+    {
+        requested = Some(String::from_utf8_lossy(&params.remove(i).1).into_owned());
+    }
+    let mut options: Vec<String> = Vec::new();
+    let mut client_search_path = None;
+    let options_at = params.iter().position(|(k, _)| k == b"options");
+    if let Some(i) = options_at {
+        let args = split_options(&String::from_utf8_lossy(&params[i].1));
+        let mut kept = Vec::new();
+        let mut iter = args.into_iter().peekable();
+        while let Some(arg) = iter.next() {
+            let setting = if arg == "-c" {
+                iter.next().map(|s| (s, true))
+            } else {
+                arg.strip_prefix("--").map(|s| (s.to_string(), false))
+            };
+            match setting {
+                Some((s, _)) if s.starts_with(&format!("{VERSION_SETTING}=")) => {
+                    requested = Some(s[VERSION_SETTING.len() + 1..].to_string());
+                }
+                Some((s, _)) if s.starts_with("search_path=") => {
+                    client_search_path = Some(s["search_path=".len()..].to_string());
+                }
+                Some((s, true)) => {
+                    kept.push("-c".to_string());
+                    kept.push(s);
+                }
+                Some((s, false)) => kept.push(format!("--{s}")),
+                None => kept.push(arg),
+            }
+        }
+        options = kept;
+    }
+    let live = versions.live();
+    let version = match requested {
+        Some(v) if live.contains_key(&v) => v,
+        Some(v) => {
+            return Err(RoutingError::UnknownVersion {
+                requested: v,
+                existing: live.keys().cloned().collect(),
+            });
+        }
+        None => match &versions.migration {
+            Some(m) => m.old.clone(),
+            None => versions.current.clone(),
+        },
+    };
+    let Some(version_schema) = live.get(&version).cloned().flatten() else {
+        // No migration: the physical schema is the only version, and Postgres
+        // takes pgshift.version as a placeholder setting, so the client's
+        // bytes go through unchanged.
+        return Ok(Route {
+            version,
+            startup: None,
+        });
+    };
+    let rest = client_search_path
+        .unwrap_or_else(|| format!("\"$user\", {}", quote::ident(&versions.schema)));
+    options.push("-c".into());
+    options.push(format!("{VERSION_SETTING}={version}"));
+    options.push("-c".into());
+    options.push(format!(
+        "search_path={}, {rest}",
+        quote::ident(&version_schema)
+    ));
+    Ok(Route {
+        version,
+        startup: Some(encode(&mut params, options_at, &options)),
+    })
+}
+
+/// The (name, value) byte pairs of a StartupMessage, in order.
+fn parse_params(raw: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut rest = raw.get(8..)?;
+    let mut out = Vec::new();
+    loop {
+        let end = rest.iter().position(|b| *b == 0)?;
+        if end == 0 {
+            return Some(out);
+        }
+        let key = rest[..end].to_vec();
+        rest = &rest[end + 1..];
+        let vend = rest.iter().position(|b| *b == 0)?;
+        out.push((key, rest[..vend].to_vec()));
+        rest = &rest[vend + 1..];
+    }
+}
+
+/// Re-encodes a StartupMessage (protocol 3.0 request code kept from the
+/// original) with `options` replaced by `args`.
+fn encode(
+    params: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    options_at: Option<usize>,
+    args: &[String],
+) -> Bytes {
+    let value = join_options(args).into_bytes();
+    match options_at {
+        Some(i) => params[i].1 = value,
+        None if !args.is_empty() => params.push((b"options".to_vec(), value)),
+        None => {}
+    }
+    let mut body = BytesMut::new();
+    body.put_u32(196608);
+    for (k, v) in params.iter() {
+        body.put_slice(k);
+        body.put_u8(0);
+        body.put_slice(v);
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_u32(body.len() as u32 + 4);
+    out.put_slice(&body);
+    out.freeze()
+}
+
+/// Splits a startup `options` string as the server does (pg_split_opts):
+/// on whitespace, with a backslash taking the next character literally.
+pub fn split_options(options: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = options.chars();
+    let mut in_word = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    current.push(next);
+                }
+                in_word = true;
+            }
+            c if c.is_ascii_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut current));
+                    in_word = false;
+                }
+            }
+            c => {
+                current.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(current);
+    }
+    out
+}
+
+/// Joins arguments into an `options` string, escaping whitespace and
+/// backslashes so that [`split_options`] gives them back.
+pub fn join_options(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            let mut s = String::new();
+            for c in a.chars() {
+                if c == '\\' || c.is_ascii_whitespace() {
+                    s.push('\\');
+                }
+                s.push(c);
+            }
+            s
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+use super::*;
+
+fn startup(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = vec![0, 3, 0, 0];
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut out = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+fn during_migration() -> Versions {
+    Versions {
+        schema: "public".into(),
+        current: "01_a".into(),
+        migration: Some(Migration {
+            old: "01_a".into(),
+            old_schema: "public_01_a".into(),
+            new: "02 b".into(),
+            new_schema: "public_02 b".into(),
+        }),
+    }
+}
+
+fn options_of(packet: &[u8]) -> Vec<String> {
+    let params = parse_params(packet).unwrap();
+    let (_, v) = params.iter().find(|(k, _)| k == b"options").unwrap();
+    split_options(&String::from_utf8_lossy(v))
+}
+
+#[test]
+fn options_round_trip_with_escapes() {
+    let args = vec!["-c".to_string(), "search_path=\"a b\", c\\d".to_string()];
+    assert_eq!(split_options(&join_options(&args)), args);
+    assert_eq!(split_options("  -c  a=1   --b=2 "), ["-c", "a=1", "--b=2"]);
+    assert_eq!(split_options("-c x=a\\ b"), ["-c", "x=a b"]);
+}
+
+#[test]
+fn without_a_migration_the_packet_is_untouched() {
+    let versions = Versions {
+        schema: "public".into(),
+        current: "01_a".into(),
+        migration: None,
+    };
+    for params in [
+        vec![("user", "u")],
+        vec![("user", "u"), ("options", "-c pgshift.version=01_a")],
+    ] {
+        let route = route(&startup(&params), &versions).unwrap();
+        assert_eq!(
+            route,
+            Route {
+                version: "01_a".into(),
+                startup: None
+            }
+        );
+    }
+    let err = route(
+        &startup(&[("user", "u"), ("pgshift.version", "00_gone")]),
+        &versions,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "schema version \"00_gone\" does not exist; the versions that exist now are: 01_a"
+    );
+}
+
+#[test]
+fn the_default_route_during_a_migration_is_the_old_version() {
+    let route = route(
+        &startup(&[("user", "u"), ("database", "d")]),
+        &during_migration(),
+    )
+    .unwrap();
+    assert_eq!(route.version, "01_a");
+    let packet = route.startup.unwrap();
+    assert_eq!(
+        options_of(&packet),
+        [
+            "-c",
+            "pgshift.version=01_a",
+            "-c",
+            "search_path=\"public_01_a\", \"$user\", \"public\""
+        ]
+    );
+    let params = parse_params(&packet).unwrap();
+    assert_eq!(
+        params[0],
+        (b"user".to_vec(), b"u".to_vec()),
+        "other parameters are kept in order"
+    );
+}
+
+#[test]
+fn a_requested_version_keeps_the_clients_options_and_search_path() {
+    let raw = startup(&[
+        ("user", "u"),
+        (
+            "options",
+            "-c statement_timeout=5s -c pgshift.version=02\\ b --search_path=app,public",
+        ),
+    ]);
+    let routed = route(&raw, &during_migration()).unwrap();
+    assert_eq!(routed.version, "02 b");
+    assert_eq!(
+        options_of(&routed.startup.unwrap()),
+        [
+            "-c",
+            "statement_timeout=5s",
+            "-c",
+            "pgshift.version=02 b",
+            "-c",
+            "search_path=\"public_02 b\", app,public"
+        ]
+    );
+    // The startup parameter form works too, and does not reach Postgres.
+    let raw = startup(&[("user", "u"), ("pgshift.version", "02 b")]);
+    let packet = route(&raw, &during_migration()).unwrap().startup.unwrap();
+    assert!(
+        !parse_params(&packet)
+            .unwrap()
+            .iter()
+            .any(|(k, _)| k == b"pgshift.version")
+    );
+}
+
+#[test]
+fn unknown_versions_list_what_exists() {
+    let raw = startup(&[("user", "u"), ("options", "-c pgshift.version=03_c")]);
+    let err = route(&raw, &during_migration()).unwrap_err();
+    assert_eq!(
+        err,
+        RoutingError::UnknownVersion {
+            requested: "03_c".into(),
+            existing: vec!["01_a".into(), "02 b".into()]
+        }
+    );
+}

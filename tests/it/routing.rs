@@ -1,0 +1,140 @@
+//! Version routing through the proxy: the default route during a migration
+//! is the old version; a client asking for a version (libpq options) gets it;
+//! unknown versions are refused with the list of those that exist; the proxy
+//! learns of start and complete through LISTEN/NOTIFY; and outside a
+//! migration statements reach Postgres byte-identical.
+
+use std::time::Duration;
+
+use pgshift::migrate::engine::{Migrator, Settings};
+
+use crate::harness::{self, Env, Raw, query};
+
+const USERS: &str = "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL, rating text);
+INSERT INTO users (name, rating) SELECT 'user ' || g, (g % 5 + 1)::text FROM generate_series(1, 100) g;";
+
+const MIGRATION: &str = r#"{"operations": [
+  {"rename_column": {"table": "users", "from": "name", "to": "full_name"}},
+  {"add_column": {"table": "users", "up": "name || '@example.com'", "column": {"name": "email", "type": "text"}}}
+]}"#;
+
+fn settings(env: &Env) -> Settings {
+    Settings {
+        database_url: env.direct_url(),
+        schema: "public".into(),
+        lock_timeout: Duration::from_millis(500),
+        batch_size: 1000,
+        batch_delay: Duration::ZERO,
+    }
+}
+
+fn versioned_url(env: &Env, version: &str) -> String {
+    format!(
+        "{}&options=-c%20pgshift.version%3D{version}",
+        env.proxy_url("postgres", "postgres")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_get_their_version_through_the_proxy() {
+    let env = Env::start().await;
+    env.direct().await.batch_execute(USERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("01_users.json");
+    std::fs::write(&file, MIGRATION).unwrap();
+    let mut m = Migrator::connect(settings(&env)).await.unwrap();
+    m.start(&file, false).await.unwrap();
+    m.close().await.unwrap();
+
+    // The proxy hears of the migration through NOTIFY, well within a second.
+    let url = versioned_url(&env, "01_users");
+    let heard = harness::eventually(Duration::from_secs(1), || async {
+        harness::try_connect(&url).await.is_ok()
+    })
+    .await;
+    assert!(heard, "the proxy did not learn of the migration within 1 s");
+
+    let old = env.connect().await;
+    let new = harness::connect(&url).await;
+    old.execute(
+        "INSERT INTO users (name, rating) VALUES ('via old', '2')",
+        &[],
+    )
+    .await
+    .unwrap();
+    new.execute(
+        "INSERT INTO users (full_name, rating, email) VALUES ('via new', '3', 'n@x')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let row = new
+        .query_one("SELECT email, current_setting('pgshift.version') FROM users WHERE full_name = 'via old'", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1)),
+        ("via old@example.com".into(), "01_users".into())
+    );
+    let name: String = old
+        .query_one("SELECT name FROM users WHERE name = 'via new'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "via new");
+    // The old version's SELECT * does not see the new column.
+    let cols = old
+        .query_one("SELECT * FROM users LIMIT 1", &[])
+        .await
+        .unwrap()
+        .columns()
+        .len();
+    assert_eq!(cols, 3);
+
+    let err = harness::try_connect(&versioned_url(&env, "99_nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&err), "22023", "{err}");
+    let text = harness::error_text(&err);
+    assert!(
+        text.contains("\"99_nope\" does not exist") && text.contains("01_users, baseline"),
+        "{text}"
+    );
+
+    let mut m = Migrator::connect(settings(&env)).await.unwrap();
+    m.complete().await.unwrap();
+    m.close().await.unwrap();
+    let old_url = versioned_url(&env, "baseline");
+    let gone = harness::eventually(Duration::from_secs(1), || async {
+        harness::try_connect(&old_url).await.is_err()
+    })
+    .await;
+    assert!(gone, "after complete the old version is refused");
+    let plain = env.connect().await;
+    let n: i64 = plain
+        .query_one("SELECT count(email) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 102);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_migration_statements_reach_postgres_byte_identical() {
+    let env = Env::start().await;
+    let watcher = env.direct().await;
+    let (mut raw, _) = Raw::startup(env.proxy, &[("application_name", "exact")]).await;
+    let sql = "SELECT /* keep\tme */  pg_sleep(0.6) ,  'public.users'::text -- trailing";
+    raw.send(&query(sql)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen: String = watcher
+        .query_one(
+            "SELECT query FROM pg_stat_activity WHERE application_name = 'exact'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, sql);
+    assert_eq!(raw.until_ready().await.last().unwrap().tag, b'Z');
+}
