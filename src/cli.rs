@@ -64,6 +64,15 @@ pub enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Pin a route (from the proxies' [[routes]]) to a version
+    Pin {
+        route: String,
+        version: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the routes' pins
+    Routes(DbArgs),
     /// Print the SQL that start, complete and rollback would run
     Plan {
         file: PathBuf,
@@ -248,6 +257,23 @@ async fn run_migrator(command: Command) -> anyhow::Result<()> {
                 applied.len(),
                 applied.join(", ")
             );
+        }
+        Command::Pin { route, version, db } => {
+            let m = Migrator::connect(db.settings()?).await?;
+            m.pin(&route, &version).await?;
+            m.close().await?;
+            println!("route {route} is pinned to {version}; new sessions of it get that version");
+        }
+        Command::Routes(db) => {
+            let m = Migrator::connect(db.settings()?).await?;
+            let routes = m.routes().await?;
+            m.close().await?;
+            if routes.is_empty() {
+                println!("no route is pinned; every route follows the default");
+            }
+            for (route, version) in routes {
+                println!("{route}\t{version}");
+            }
         }
         Command::Plan { file, db } => {
             let migration = format::load(&file)?;

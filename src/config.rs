@@ -235,6 +235,8 @@ pub struct ProxyConfig {
     pub workers: usize,
     /// The physical schema whose versions sessions are routed to.
     pub schema: String,
+    /// Route rules (`[[routes]]` in the config file), first match wins.
+    pub routes: Vec<crate::routing::RouteRule>,
 }
 
 impl ProxyConfig {
@@ -253,6 +255,7 @@ impl ProxyConfig {
             log_format: LogFormat::Text,
             workers: 0,
             schema: "public".to_string(),
+            routes: Vec::new(),
         }
     }
 
@@ -264,6 +267,7 @@ impl ProxyConfig {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
+        let routes = from_file.routes;
         let merged = cli.clone().or(from_file.proxy);
         let listen_raw = merged
             .listen
@@ -326,6 +330,7 @@ impl ProxyConfig {
         config.log_format = merged.log_format.unwrap_or(config.log_format);
         config.workers = merged.workers.unwrap_or(config.workers);
         config.schema = merged.schema.unwrap_or(config.schema);
+        config.routes = routes;
         if config.max_clients == 0 {
             return Err(ConfigError::Invalid {
                 setting: "max_clients",
@@ -421,6 +426,9 @@ pub struct FileConfig {
     pub proxy: ProxySettings,
     #[serde(default)]
     pub migrate: MigrateFileSettings,
+    /// `[[routes]]`: which clients belong to which named route.
+    #[serde(default)]
+    pub routes: Vec<crate::routing::RouteRule>,
 }
 
 /// The `[migrate]` table of the TOML file.

@@ -24,6 +24,39 @@ pub struct Versions {
     pub current: String,
     /// While a migration runs: (old version, its schema, new version, its schema).
     pub migration: Option<Migration>,
+    /// Operator pins: route name → version (`pgshift pin ROUTE VERSION`).
+    pub pins: BTreeMap<String, String>,
+}
+
+/// A configured route: clients whose startup parameters match every field
+/// given belong to it. The first matching rule wins.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    /// The route's name, as `pgshift pin` uses it (`blue`, `green`).
+    pub name: String,
+    pub application_name: Option<String>,
+    pub user: Option<String>,
+    pub database: Option<String>,
+}
+
+impl RouteRule {
+    fn matches(&self, params: &[(Vec<u8>, Vec<u8>)]) -> bool {
+        let get = |key: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == key.as_bytes())
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        };
+        let user = get("user");
+        let database = get("database").or_else(|| user.clone());
+        let fits = |want: &Option<String>, have: Option<String>| {
+            want.as_ref().is_none_or(|w| Some(w) == have.as_ref())
+        };
+        fits(&self.application_name, get("application_name"))
+            && fits(&self.user, user)
+            && fits(&self.database, database)
+    }
 }
 
 /// The two live versions of a running migration.
@@ -57,6 +90,12 @@ pub enum RoutingError {
         requested: String,
         existing: Vec<String>,
     },
+    #[error("route {route:?} is pinned to version {version:?}, which no longer exists; pin it to one of: {}", existing.join(", "))]
+    StalePin {
+        route: String,
+        version: String,
+        existing: Vec<String>,
+    },
     #[error("the startup packet's parameters are malformed")]
     Malformed,
 }
@@ -72,12 +111,13 @@ pub struct Route {
 }
 
 /// Decides the version of a session from its raw StartupMessage (length
-/// word included) and the live versions. The packet sent upstream carries,
+/// word included), the live versions and the configured route rules: the
+/// client's request, else its route's pin, else the default route. The packet sent upstream carries,
 /// in `options`, `-c pgshift.version=<version>` and a `search_path` with the
 /// version schema first, then the client's own search_path (or Postgres's
 /// default, `"$user", <schema>`). The client's own `pgshift.version`
 /// request is removed from what reaches Postgres.
-pub fn route(raw: &[u8], versions: &Versions) -> Result<Route, RoutingError> {
+pub fn route(raw: &[u8], versions: &Versions, rules: &[RouteRule]) -> Result<Route, RoutingError> {
     let mut params = parse_params(raw).ok_or(RoutingError::Malformed)?;
     let mut requested = None;
     if let Some(i) = params
@@ -125,10 +165,26 @@ pub fn route(raw: &[u8], versions: &Versions) -> Result<Route, RoutingError> {
                 existing: live.keys().cloned().collect(),
             });
         }
-        None => match &versions.migration {
-            Some(m) => m.old.clone(),
-            None => versions.current.clone(),
-        },
+        None => {
+            let pinned = rules.iter().find(|r| r.matches(&params)).and_then(|r| {
+                versions
+                    .pins
+                    .get(&r.name)
+                    .map(|v| (r.name.clone(), v.clone()))
+            });
+            match (pinned, &versions.migration) {
+                (Some((_, version)), _) if live.contains_key(&version) => version,
+                (Some((route, version)), _) => {
+                    return Err(RoutingError::StalePin {
+                        route,
+                        version,
+                        existing: live.keys().cloned().collect(),
+                    });
+                }
+                (None, Some(m)) => m.old.clone(),
+                (None, None) => versions.current.clone(),
+            }
+        }
     };
     let Some(version_schema) = live.get(&version).cloned().flatten() else {
         // No migration: the physical schema is the only version, and Postgres

@@ -43,6 +43,11 @@ pub enum MigrateError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Tls(#[from] crate::proxy::tls::TlsError),
+    #[error("version {version:?} does not exist now; pin a route to one of: {}", existing.join(", "))]
+    UnknownVersion {
+        version: String,
+        existing: Vec<String>,
+    },
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error("{}", render_live(file, problems))]
@@ -497,6 +502,28 @@ impl Migrator {
             active,
             history,
         })
+    }
+
+    /// Pins `route` to `version`, which must be live now; every proxy hears
+    /// of it through NOTIFY. New sessions of the route get the version;
+    /// existing sessions keep theirs.
+    pub async fn pin(&self, route: &str, version: &str) -> Result<(), MigrateError> {
+        let versions = state::live_versions(&self.client, self.schema()).await?;
+        let live = versions.live();
+        if !live.contains_key(version) {
+            return Err(MigrateError::UnknownVersion {
+                version: version.to_string(),
+                existing: live.keys().cloned().collect(),
+            });
+        }
+        state::pin(&self.client, self.schema(), route, version).await?;
+        Ok(())
+    }
+
+    /// The pins of every route: (route, version).
+    pub async fn routes(&self) -> Result<Vec<(String, String)>, MigrateError> {
+        let versions = state::live_versions(&self.client, self.schema()).await?;
+        Ok(versions.pins.into_iter().collect())
     }
 
     /// Applies every migration file in `dir` not yet completed, in name

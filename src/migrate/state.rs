@@ -40,6 +40,13 @@ BEGIN
         USING ERRCODE = 'undefined_table', HINT = 'That version renames or drops it.';
 END
 $pgshift$;
+CREATE TABLE IF NOT EXISTS pgshift.routes (
+    schema_name text NOT NULL,
+    route text NOT NULL,
+    version text NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (schema_name, route)
+);
 CREATE TABLE IF NOT EXISTS pgshift.backfill (
     schema_name text NOT NULL,
     version text NOT NULL,
@@ -210,9 +217,19 @@ pub async fn live_versions(
             &[&schema],
         )
         .await?;
+    let pins = client
+        .query(
+            "SELECT route, version FROM pgshift.routes WHERE schema_name = $1",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     Ok(crate::routing::Versions {
         schema: schema.to_string(),
         current,
+        pins,
         migration: row.map(|r| crate::routing::Migration {
             new: r.get(0),
             old: r.get(1),
@@ -250,3 +267,24 @@ pub async fn pending(
 /// The SQL that marks one step done (run in the step's own transaction when it has one).
 pub const MARK_DONE: &str = "UPDATE pgshift.steps SET done_at = now()
     WHERE schema_name = $1 AND version = $2 AND action = $3 AND position = $4";
+
+/// Pins `route` to `version` (which the caller has checked is live) and
+/// tells every proxy.
+pub async fn pin(
+    client: &impl GenericClient,
+    schema: &str,
+    route: &str,
+    version: &str,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "INSERT INTO pgshift.routes (schema_name, route, version) VALUES ($1, $2, $3)
+             ON CONFLICT (schema_name, route) DO UPDATE SET version = excluded.version, updated_at = now()",
+            &[&schema, &route, &version],
+        )
+        .await?;
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &schema])
+        .await?;
+    Ok(())
+}

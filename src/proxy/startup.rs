@@ -158,7 +158,8 @@ fn route(
 ) -> Result<(Bytes, Option<String>), SessionError> {
     match shared.versions.snapshot() {
         Some(versions) => {
-            let routed = crate::routing::route(raw, &versions).map_err(SessionError::Routing)?;
+            let routed = crate::routing::route(raw, &versions, &shared.config.routes)
+                .map_err(SessionError::Routing)?;
             Ok((
                 routed.startup.unwrap_or_else(|| raw.clone()),
                 Some(routed.version),

@@ -101,6 +101,7 @@ async fn load(
             schema: schema.to_string(),
             current: "baseline".to_string(),
             migration: None,
+            pins: Default::default(),
         });
     }
     state::live_versions(client, schema).await

@@ -1,5 +1,9 @@
 use super::*;
 
+fn route_(raw: &[u8], versions: &Versions) -> Result<Route, RoutingError> {
+    route(raw, versions, &[])
+}
+
 fn startup(params: &[(&str, &str)]) -> Vec<u8> {
     let mut body = vec![0, 3, 0, 0];
     for (k, v) in params {
@@ -18,6 +22,7 @@ fn during_migration() -> Versions {
     Versions {
         schema: "public".into(),
         current: "01_a".into(),
+        pins: BTreeMap::new(),
         migration: Some(Migration {
             old: "01_a".into(),
             old_schema: "public_01_a".into(),
@@ -45,6 +50,7 @@ fn options_round_trip_with_escapes() {
 fn without_a_migration_the_packet_is_untouched() {
     let versions = Versions {
         schema: "public".into(),
+        pins: BTreeMap::new(),
         current: "01_a".into(),
         migration: None,
     };
@@ -52,7 +58,7 @@ fn without_a_migration_the_packet_is_untouched() {
         vec![("user", "u")],
         vec![("user", "u"), ("options", "-c pgshift.version=01_a")],
     ] {
-        let route = route(&startup(&params), &versions).unwrap();
+        let route = route_(&startup(&params), &versions).unwrap();
         assert_eq!(
             route,
             Route {
@@ -61,7 +67,7 @@ fn without_a_migration_the_packet_is_untouched() {
             }
         );
     }
-    let err = route(
+    let err = route_(
         &startup(&[("user", "u"), ("pgshift.version", "00_gone")]),
         &versions,
     )
@@ -74,7 +80,7 @@ fn without_a_migration_the_packet_is_untouched() {
 
 #[test]
 fn the_default_route_during_a_migration_is_the_old_version() {
-    let route = route(
+    let route = route_(
         &startup(&[("user", "u"), ("database", "d")]),
         &during_migration(),
     )
@@ -107,7 +113,7 @@ fn a_requested_version_keeps_the_clients_options_and_search_path() {
             "-c statement_timeout=5s -c pgshift.version=02\\ b --search_path=app,public",
         ),
     ]);
-    let routed = route(&raw, &during_migration()).unwrap();
+    let routed = route_(&raw, &during_migration()).unwrap();
     assert_eq!(routed.version, "02 b");
     assert_eq!(
         options_of(&routed.startup.unwrap()),
@@ -122,7 +128,7 @@ fn a_requested_version_keeps_the_clients_options_and_search_path() {
     );
     // The startup parameter form works too, and does not reach Postgres.
     let raw = startup(&[("user", "u"), ("pgshift.version", "02 b")]);
-    let packet = route(&raw, &during_migration()).unwrap().startup.unwrap();
+    let packet = route_(&raw, &during_migration()).unwrap().startup.unwrap();
     assert!(
         !parse_params(&packet)
             .unwrap()
@@ -134,12 +140,50 @@ fn a_requested_version_keeps_the_clients_options_and_search_path() {
 #[test]
 fn unknown_versions_list_what_exists() {
     let raw = startup(&[("user", "u"), ("options", "-c pgshift.version=03_c")]);
-    let err = route(&raw, &during_migration()).unwrap_err();
+    let err = route_(&raw, &during_migration()).unwrap_err();
     assert_eq!(
         err,
         RoutingError::UnknownVersion {
             requested: "03_c".into(),
             existing: vec!["01_a".into(), "02 b".into()]
         }
+    );
+}
+
+#[test]
+fn routes_follow_their_pins_and_stale_pins_are_refused() {
+    let rules = vec![
+        RouteRule {
+            name: "green".into(),
+            application_name: Some("shop-green".into()),
+            user: None,
+            database: None,
+        },
+        RouteRule {
+            name: "blue".into(),
+            application_name: None,
+            user: Some("shop".into()),
+            database: None,
+        },
+    ];
+    let mut versions = during_migration();
+    versions.pins.insert("green".into(), "02 b".into());
+    let green = startup(&[("user", "shop"), ("application_name", "shop-green")]);
+    assert_eq!(route(&green, &versions, &rules).unwrap().version, "02 b");
+    // blue has no pin: the default route.
+    let blue = startup(&[("user", "shop"), ("application_name", "shop-blue")]);
+    assert_eq!(route(&blue, &versions, &rules).unwrap().version, "01_a");
+    // An explicit request wins over the route.
+    let asks = startup(&[
+        ("user", "shop"),
+        ("application_name", "shop-green"),
+        ("pgshift.version", "01_a"),
+    ]);
+    assert_eq!(route(&asks, &versions, &rules).unwrap().version, "01_a");
+    versions.pins.insert("blue".into(), "00_gone".into());
+    let err = route(&blue, &versions, &rules).unwrap_err();
+    assert!(
+        matches!(err, RoutingError::StalePin { ref route, .. } if route == "blue"),
+        "{err}"
     );
 }

@@ -138,3 +138,114 @@ async fn without_a_migration_statements_reach_postgres_byte_identical() {
     assert_eq!(seen, sql);
     assert_eq!(raw.until_ready().await.last().unwrap().tag, b'Z');
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_reaches_every_proxy_and_only_new_sessions() {
+    let rules = vec![
+        pgshift::routing::RouteRule {
+            name: "green".into(),
+            application_name: Some("shop-green".into()),
+            user: None,
+            database: None,
+        },
+        pgshift::routing::RouteRule {
+            name: "blue".into(),
+            application_name: Some("shop-blue".into()),
+            user: None,
+            database: None,
+        },
+    ];
+    let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
+        c.routes = rules.clone()
+    })
+    .await;
+    env.direct().await.batch_execute(USERS).await.unwrap();
+    // A second proxy on the same database.
+    let mut second = env.config.clone();
+    second.listen = "127.0.0.1:0".parse().unwrap();
+    let (second_addr, _stop, _task) = harness::spawn_proxy(second).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("01_users.json");
+    std::fs::write(&file, MIGRATION).unwrap();
+    let mut m = Migrator::connect(settings(&env)).await.unwrap();
+    m.start(&file, false).await.unwrap();
+
+    let green_url = |addr: std::net::SocketAddr| {
+        format!("postgres://postgres@{addr}/postgres?sslmode=disable&application_name=shop-green")
+    };
+    let version_of = |client: tokio_postgres::Client| async move {
+        client
+            .query_one("SELECT current_setting('pgshift.version', true)", &[])
+            .await
+            .unwrap()
+            .get::<_, Option<String>>(0)
+    };
+    // Before the pin, green follows the default route: the old version.
+    let heard = harness::eventually(Duration::from_secs(1), || async {
+        version_of(harness::connect(&green_url(env.proxy)).await)
+            .await
+            .as_deref()
+            == Some("baseline")
+    })
+    .await;
+    assert!(heard);
+    let early = harness::connect(&green_url(env.proxy)).await;
+
+    m.pin("green", "01_users").await.unwrap();
+    for addr in [env.proxy, second_addr] {
+        let pinned = harness::eventually(Duration::from_secs(1), || async {
+            version_of(harness::connect(&green_url(addr)).await)
+                .await
+                .as_deref()
+                == Some("01_users")
+        })
+        .await;
+        assert!(pinned, "the proxy at {addr} did not see the pin within 1 s");
+    }
+    // The new version's shape for green, the old one for blue.
+    let green = harness::connect(&green_url(second_addr)).await;
+    green
+        .query_one("SELECT email FROM users LIMIT 1", &[])
+        .await
+        .unwrap();
+    let blue = harness::connect(&format!(
+        "postgres://postgres@{}/postgres?sslmode=disable&application_name=shop-blue",
+        env.proxy
+    ))
+    .await;
+    blue.query_one("SELECT name FROM users LIMIT 1", &[])
+        .await
+        .unwrap();
+    // The session opened before the pin keeps its version.
+    assert_eq!(version_of(early).await.as_deref(), Some("baseline"));
+    // Pinning to a version that does not exist is refused.
+    let err = m.pin("blue", "07_future").await.unwrap_err();
+    assert!(
+        err.to_string().contains("one of: 01_users, baseline"),
+        "{err}"
+    );
+    assert_eq!(
+        m.routes().await.unwrap(),
+        [("green".to_string(), "01_users".to_string())]
+    );
+
+    // After complete, green's pin is stale only if it points at a gone version:
+    // pin blue to the old version, complete, and blue is refused with a clear error.
+    m.pin("blue", "baseline").await.unwrap();
+    m.complete().await.unwrap();
+    m.close().await.unwrap();
+    let blue_url = format!(
+        "postgres://postgres@{}/postgres?sslmode=disable&application_name=shop-blue",
+        env.proxy
+    );
+    let refused = harness::eventually(Duration::from_secs(1), || async {
+        match harness::try_connect(&blue_url).await {
+            Err(e) => {
+                harness::error_text(&e).contains("route \"blue\" is pinned to version \"baseline\"")
+            }
+            Ok(_) => false,
+        }
+    })
+    .await;
+    assert!(refused);
+}
