@@ -41,9 +41,21 @@ pub enum Command {
         db: DbArgs,
     },
     /// Complete the active migration: verify, then contract
-    Complete(DbArgs),
+    Complete {
+        /// End the sessions still pinned to the old version instead of refusing
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Roll back the active migration, leaving the schema as before start
-    Rollback(DbArgs),
+    Rollback {
+        /// End the sessions pinned to the new version instead of refusing
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Show the active migration, its backfill progress and the history
     Status {
         /// Print JSON
@@ -200,13 +212,15 @@ async fn run_migrator(command: Command) -> anyhow::Result<()> {
             m.start(&file, complete).await?;
             m.close().await?;
         }
-        Command::Complete(db) => {
+        Command::Complete { force, db } => {
             let mut m = Migrator::connect(db.settings()?).await?;
+            m.set_force(force);
             m.complete().await?;
             m.close().await?;
         }
-        Command::Rollback(db) => {
+        Command::Rollback { force, db } => {
             let mut m = Migrator::connect(db.settings()?).await?;
+            m.set_force(force);
             m.rollback().await?;
             m.close().await?;
         }
@@ -238,6 +252,13 @@ async fn run_migrator(command: Command) -> anyhow::Result<()> {
                         }
                     }
                     None => println!("no migration in progress"),
+                }
+                let mut per_version: std::collections::BTreeMap<&str, usize> = Default::default();
+                for session in &status.sessions {
+                    *per_version.entry(session.version.as_str()).or_default() += 1;
+                }
+                for (version, count) in per_version {
+                    println!("  {count} live session(s) on version {version}");
                 }
                 for h in &status.history {
                     println!(

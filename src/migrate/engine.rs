@@ -48,6 +48,12 @@ pub enum MigrateError {
         version: String,
         existing: Vec<String>,
     },
+    #[error("{}", render_sessions(version, command, sessions))]
+    SessionsPinned {
+        version: String,
+        command: &'static str,
+        sessions: Vec<state::SessionRow>,
+    },
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error("{}", render_live(file, problems))]
@@ -98,6 +104,20 @@ pub enum MigrateError {
     },
 }
 
+fn render_sessions(version: &str, command: &str, sessions: &[state::SessionRow]) -> String {
+    let mut out = format!(
+        "{} session(s) are pinned to version {version:?}, which {command} would remove; move them (pgshift pin, or drain the deployment) or run `pgshift {command} --force` to end them:",
+        sessions.len()
+    );
+    for s in sessions {
+        out.push_str(&format!(
+            "\n  proxy {}: application_name {:?}, client {}, since {}",
+            s.proxy, s.application_name, s.client_addr, s.since
+        ));
+    }
+    out
+}
+
 fn render_live(file: &str, problems: &[Problem]) -> String {
     let mut out = format!(
         "{file}: {} problem(s) against the live database:",
@@ -134,6 +154,7 @@ fn db_message(e: &tokio_postgres::Error) -> String {
 pub struct Migrator {
     client: Client,
     settings: Settings,
+    force: bool,
 }
 
 /// What `status` reports.
@@ -143,6 +164,8 @@ pub struct Status {
     pub current_version: String,
     pub active: Option<ActiveStatus>,
     pub history: Vec<HistoryEntry>,
+    /// Live sessions of every proxy, with their versions.
+    pub sessions: Vec<state::SessionRow>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -193,7 +216,11 @@ impl Migrator {
                 .await?
                 .get(0);
             if locked {
-                return Ok(Migrator { client, settings });
+                return Ok(Migrator {
+                    client,
+                    settings,
+                    force: false,
+                });
             }
             if attempt < 4 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -356,6 +383,8 @@ impl Migrator {
         let active = self.active_or_err().await?;
         match active.phase.as_str() {
             "active" => {
+                self.sessions_gone(&active.parent, "complete", &active.version)
+                    .await?;
                 for check in &active.plan.verify {
                     let count: i64 = self.client.query_one(check.sql.as_str(), &[]).await?.get(0);
                     if count > 0 {
@@ -384,6 +413,8 @@ impl Migrator {
         let active = self.active_or_err().await?;
         match active.phase.as_str() {
             "starting" | "active" => {
+                self.sessions_gone(&active.version, "rollback", &active.version)
+                    .await?;
                 state::set_phase(&self.client, &schema, &active.version, "rolling_back").await?;
             }
             "rolling_back" => {
@@ -401,6 +432,54 @@ impl Migrator {
             .await?;
         tracing::info!(version = %active.version, "migration rolled back");
         Ok(())
+    }
+
+    /// With `force`, `complete` and `rollback` end the sessions that would
+    /// stand in their way instead of refusing.
+    pub fn set_force(&mut self, force: bool) {
+        self.force = force;
+    }
+
+    /// Refuses (or, forced, ends) the live sessions pinned to `version`,
+    /// which `command` of migration `migration` is about to remove.
+    async fn sessions_gone(
+        &self,
+        version: &str,
+        command: &'static str,
+        migration: &str,
+    ) -> Result<(), MigrateError> {
+        let schema = self.schema();
+        let sessions = state::live_sessions(&self.client, schema, Some(version)).await?;
+        if sessions.is_empty() {
+            return Ok(());
+        }
+        if !self.force {
+            return Err(MigrateError::SessionsPinned {
+                version: version.to_string(),
+                command,
+                sessions,
+            });
+        }
+        let reason = format!(
+            "pgshift {command} --force of migration {migration} removed version {version}, which this session was pinned to; reconnect"
+        );
+        tracing::warn!(count = sessions.len(), %version, "ending the sessions pinned to the version ({command} --force)");
+        state::request_kills(&self.client, &sessions, &reason).await?;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if state::live_sessions(&self.client, schema, Some(version))
+                .await?
+                .is_empty()
+            {
+                return Ok(());
+            }
+        }
+        let sessions = state::live_sessions(&self.client, schema, Some(version)).await?;
+        Err(MigrateError::SessionsPinned {
+            version: version.to_string(),
+            command,
+            sessions,
+        })
     }
 
     async fn active_or_err(&self) -> Result<MigrationRow, MigrateError> {
@@ -499,6 +578,7 @@ impl Migrator {
         Ok(Status {
             schema: schema.to_string(),
             current_version: state::current_version(&self.client, schema).await?,
+            sessions: state::live_sessions(&self.client, schema, None).await?,
             active,
             history,
         })

@@ -40,6 +40,23 @@ BEGIN
         USING ERRCODE = 'undefined_table', HINT = 'That version renames or drops it.';
 END
 $pgshift$;
+CREATE TABLE IF NOT EXISTS pgshift.sessions (
+    proxy text NOT NULL,
+    session_id bigint NOT NULL,
+    schema_name text NOT NULL,
+    version text NOT NULL,
+    application_name text NOT NULL,
+    client_addr text NOT NULL,
+    since timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (proxy, session_id)
+);
+CREATE TABLE IF NOT EXISTS pgshift.session_kills (
+    proxy text NOT NULL,
+    session_id bigint NOT NULL,
+    reason text NOT NULL,
+    PRIMARY KEY (proxy, session_id)
+);
 CREATE TABLE IF NOT EXISTS pgshift.routes (
     schema_name text NOT NULL,
     route text NOT NULL,
@@ -285,6 +302,69 @@ pub async fn pin(
         .await?;
     client
         .execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &schema])
+        .await?;
+    Ok(())
+}
+
+/// A proxy's sessions count as live while its heartbeat is younger than this.
+pub const SESSION_TTL_SECONDS: i32 = 5;
+
+/// One live session, as a proxy reported it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionRow {
+    pub proxy: String,
+    pub session_id: i64,
+    pub version: String,
+    pub application_name: String,
+    pub client_addr: String,
+    pub since: String,
+}
+
+/// Live sessions of `schema` (whose proxy's heartbeat is fresh), optionally
+/// only those pinned to `version`.
+pub async fn live_sessions(
+    client: &impl GenericClient,
+    schema: &str,
+    version: Option<&str>,
+) -> Result<Vec<SessionRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT proxy, session_id, version, application_name, client_addr, since::text FROM pgshift.sessions
+             WHERE schema_name = $1 AND ($2::text IS NULL OR version = $2)
+               AND heartbeat_at > now() - make_interval(secs => $3)
+             ORDER BY proxy, session_id",
+            &[&schema, &version, &(SESSION_TTL_SECONDS as f64)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| SessionRow {
+            proxy: r.get(0),
+            session_id: r.get(1),
+            version: r.get(2),
+            application_name: r.get(3),
+            client_addr: r.get(4),
+            since: r.get(5),
+        })
+        .collect())
+}
+
+/// Asks the proxies to end `sessions` with `reason`, and tells them at once.
+pub async fn request_kills(
+    client: &impl GenericClient,
+    sessions: &[SessionRow],
+    reason: &str,
+) -> Result<(), tokio_postgres::Error> {
+    for s in sessions {
+        client
+            .execute(
+                "INSERT INTO pgshift.session_kills (proxy, session_id, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&s.proxy, &s.session_id, &reason],
+            )
+            .await?;
+    }
+    client
+        .execute("SELECT pg_notify($1, 'kill')", &[&NOTIFY_CHANNEL])
         .await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! one upstream connection per session (session mode).
 
 mod cancel;
+pub mod registry;
 mod relay;
 mod session;
 mod startup;
@@ -65,6 +66,8 @@ pub enum SessionError {
         "this session asks for a schema version, but pgshift has not read the versions from Postgres yet"
     )]
     VersionsUnavailable,
+    #[error("{0}")]
+    Killed(String),
     #[error("client connection failed: {0}")]
     ClientIo(std::io::Error),
 }
@@ -85,6 +88,7 @@ impl SessionError {
             SessionError::Shutdown => "57P01",
             SessionError::Routing(_) => "22023",
             SessionError::VersionsUnavailable => "57P03",
+            SessionError::Killed(_) => "57P01",
             SessionError::ClientIo(_) => "08006",
         }
     }
@@ -153,6 +157,7 @@ pub struct Shared {
     pub(crate) clients: Arc<Semaphore>,
     pub(crate) phase: watch::Receiver<Phase>,
     pub(crate) versions: Arc<versions::VersionWatch>,
+    pub(crate) registry: Arc<registry::Registry>,
 }
 
 /// Serves clients from `listener` until `shutdown` resolves, then drains:
@@ -169,6 +174,16 @@ pub async fn run(
     let upstream_config = config.upstream.clone().ok_or(ProxyError::NoUpstream)?;
     let upstream = Upstream::new(upstream_config.clone())?;
     let config_schema = config.schema.clone();
+    let proxy_name = format!(
+        "{} pid {}",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        std::process::id()
+    );
+    let session_registry = registry::Registry::new(proxy_name, config_schema.clone());
+    registry::spawn_heartbeat(Arc::clone(&session_registry), upstream_config.clone());
     let tls_acceptor = match &config.tls {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
         None => None,
@@ -182,7 +197,8 @@ pub async fn run(
         tls_acceptor,
         cancel: Arc::new(CancelRegistry::default()),
         phase: phase_rx,
-        versions: versions::spawn(upstream_config, config_schema),
+        versions: versions::spawn(upstream_config.clone(), config_schema.clone()),
+        registry: Arc::clone(&session_registry),
     });
     // Each connection task holds a sender; when all are dropped, all are done.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);

@@ -48,7 +48,12 @@ pub async fn serve(
     let version = established.version.clone().unwrap_or_default();
     tracing::info!(client = %peer, %user, %database, %application_name, tls, %version, "connection opened");
 
-    let (reason, state) = relay_session(&shared, established).await;
+    let registration = established.version.clone().map(|version| {
+        shared
+            .registry
+            .register(version, application_name.clone(), peer.to_string())
+    });
+    let (reason, state) = relay_session(&shared, established, registration.as_ref()).await;
     tracing::info!(
         client = %peer,
         %user,
@@ -86,7 +91,11 @@ fn log_startup_end(ended: &Ended, peer: SocketAddr, opened: Instant) {
 /// cleans up: a client that leaves with a request in flight gets that request
 /// cancelled upstream, and the upstream connection is always closed, so no
 /// transaction, lock or idle backend outlives the client.
-async fn relay_session(shared: &Shared, established: Established) -> (String, SessionState) {
+async fn relay_session(
+    shared: &Shared,
+    established: Established,
+    registration: Option<&super::registry::Registration>,
+) -> (String, SessionState) {
     let Established {
         client,
         upstream,
@@ -109,6 +118,7 @@ async fn relay_session(shared: &Shared, established: Established) -> (String, Se
         end = relay::client_to_upstream(&mut client_read, &mut upstream_write, client_buf, &state, limits) => End::Relay(end),
         end = relay::upstream_to_client(&mut upstream_read, &mut client_write, upstream_buf, &state) => End::Relay(end),
         phase = shutdown_point(&mut phase, &state) => End::Shutdown(phase),
+        reason = killed(registration) => End::Killed(reason),
     };
 
     let reason = end.to_string();
@@ -129,6 +139,7 @@ async fn relay_session(shared: &Shared, established: Established) -> (String, Se
         ),
         End::Relay(RelayEnd::UpstreamIo(e)) => Some(SessionError::UpstreamLost(e.to_string())),
         End::Shutdown(_) => Some(SessionError::Shutdown),
+        End::Killed(reason) => Some(SessionError::Killed(reason.clone())),
         _ => None,
     };
     if let Some(message) = tell_client.and_then(|e| e.to_error_response())
@@ -182,6 +193,16 @@ enum EndKind {
 enum End {
     Relay(RelayEnd),
     Shutdown(Phase),
+    /// A forced complete or rollback ended the session.
+    Killed(String),
+}
+
+/// Resolves when the migrator asks for this session to end.
+async fn killed(registration: Option<&super::registry::Registration>) -> String {
+    match registration {
+        Some(r) => r.info.killed().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl std::fmt::Display for End {
@@ -195,6 +216,7 @@ impl std::fmt::Display for End {
             End::Relay(RelayEnd::UpstreamIo(e)) => write!(f, "Postgres connection failed: {e}"),
             End::Shutdown(Phase::Draining) => write!(f, "proxy shutdown: session idle"),
             End::Shutdown(_) => write!(f, "proxy shutdown: drain timeout passed"),
+            End::Killed(reason) => write!(f, "ended by the migrator: {reason}"),
         }
     }
 }

@@ -249,3 +249,110 @@ async fn a_pin_reaches_every_proxy_and_only_new_sessions() {
     .await;
     assert!(refused);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
+    let env = Env::start().await;
+    env.direct().await.batch_execute(USERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("01_users.json");
+    std::fs::write(&first, MIGRATION).unwrap();
+    let mut m = Migrator::connect(settings(&env)).await.unwrap();
+    m.start(&first, false).await.unwrap();
+    let url = versioned_url(&env, "01_users");
+    assert!(
+        harness::eventually(Duration::from_secs(1), || async {
+            harness::try_connect(&url).await.is_ok()
+        })
+        .await
+    );
+
+    let old_url = format!(
+        "{}&application_name=old-app",
+        env.proxy_url("postgres", "postgres")
+    );
+    let old = harness::connect(&old_url).await;
+    let _new = harness::connect(&url).await;
+    // The heartbeat publishes both within a second or two.
+    let published = harness::eventually(Duration::from_secs(3), || async {
+        m.status().await.unwrap().sessions.len() == 2
+    })
+    .await;
+    assert!(published, "{:?}", m.status().await.unwrap().sessions);
+
+    let err = m.complete().await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("1 session(s) are pinned to version \"baseline\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("application_name \"old-app\"") && text.contains("pid"),
+        "{text}"
+    );
+    let err = m.rollback().await.unwrap_err();
+    assert!(
+        err.to_string().contains("pinned to version \"01_users\""),
+        "{err}"
+    );
+
+    // The old session leaves; complete goes through once the heartbeat says so.
+    drop(old);
+    let gone = harness::eventually(Duration::from_secs(5), || async {
+        m.status()
+            .await
+            .unwrap()
+            .sessions
+            .iter()
+            .all(|s| s.version != "baseline")
+    })
+    .await;
+    assert!(gone, "the old session expires from the registry");
+    m.complete().await.unwrap();
+
+    // Next migration: a session on its new version, then a forced rollback ends it.
+    let second = dir.path().join("02_more.json");
+    std::fs::write(
+        &second,
+        r#"{"operations": [{"add_column": {"table": "users", "column": {"name": "nick", "type": "text"}}}]}"#,
+    )
+    .unwrap();
+    m.start(&second, false).await.unwrap();
+    let url = versioned_url(&env, "02_more");
+    assert!(
+        harness::eventually(Duration::from_secs(1), || async {
+            harness::try_connect(&url).await.is_ok()
+        })
+        .await
+    );
+    let (mut raw, _) = Raw::startup(env.proxy, &[("options", "-c pgshift.version=02_more")]).await;
+    assert!(
+        harness::eventually(Duration::from_secs(3), || async {
+            m.status()
+                .await
+                .unwrap()
+                .sessions
+                .iter()
+                .any(|s| s.version == "02_more")
+        })
+        .await
+    );
+    m.set_force(true);
+    m.rollback().await.unwrap();
+    let mut fatal = None;
+    while let Some(msg) = raw.recv().await {
+        if msg.tag == b'E' {
+            fatal = Some((
+                msg.field(b'C').unwrap_or_default(),
+                msg.field(b'M').unwrap_or_default(),
+            ));
+        }
+    }
+    let (code, message) = fatal.expect("the forced session is told why");
+    assert_eq!(code, "57P01");
+    assert!(
+        message.contains("rollback --force of migration 02_more"),
+        "{message}"
+    );
+    m.close().await.unwrap();
+}

@@ -1,0 +1,185 @@
+//! The proxy's live sessions and their versions, published to the state
+//! schema once a second, so that the migrator sees the sessions of every
+//! proxy (a proxy that dies stops its heartbeat, and its sessions expire).
+//! The same task picks up the kill requests that a forced complete or
+//! rollback leaves for this proxy's sessions.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use dashmap::DashMap;
+use tokio::sync::Notify;
+
+use crate::config::UpstreamConfig;
+use crate::migrate::engine;
+
+/// How often the proxy publishes its sessions and reads kill requests.
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// One session pinned to a version.
+#[derive(Debug)]
+pub struct SessionInfo {
+    pub version: String,
+    pub application_name: String,
+    pub client_addr: String,
+    pub since: SystemTime,
+    kill_reason: Mutex<Option<String>>,
+    killed: Notify,
+}
+
+impl SessionInfo {
+    /// Resolves with the reason once the session has been asked to end.
+    pub async fn killed(&self) -> String {
+        loop {
+            if let Some(reason) = self.kill_reason.lock().expect("not poisoned").clone() {
+                return reason;
+            }
+            self.killed.notified().await;
+        }
+    }
+}
+
+/// The sessions of this proxy, by session id.
+#[derive(Debug)]
+pub struct Registry {
+    /// How this proxy names itself in the state schema: listen address and pid.
+    pub proxy: String,
+    schema: String,
+    next_id: AtomicU64,
+    sessions: DashMap<u64, Arc<SessionInfo>>,
+}
+
+/// A registered session; dropping it unregisters the session.
+#[derive(Debug)]
+pub struct Registration {
+    registry: Arc<Registry>,
+    pub id: u64,
+    pub info: Arc<SessionInfo>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.sessions.remove(&self.id);
+    }
+}
+
+impl Registry {
+    /// An empty registry for the proxy named `proxy`, routing on `schema`.
+    pub fn new(proxy: String, schema: String) -> Arc<Registry> {
+        Arc::new(Registry {
+            proxy,
+            schema,
+            next_id: AtomicU64::new(1),
+            sessions: DashMap::new(),
+        })
+    }
+
+    /// Records a session pinned to `version`.
+    pub fn register(
+        self: &Arc<Self>,
+        version: String,
+        application_name: String,
+        client_addr: String,
+    ) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let info = Arc::new(SessionInfo {
+            version,
+            application_name,
+            client_addr,
+            since: SystemTime::now(),
+            kill_reason: Mutex::new(None),
+            killed: Notify::new(),
+        });
+        self.sessions.insert(id, Arc::clone(&info));
+        Registration {
+            registry: Arc::clone(self),
+            id,
+            info,
+        }
+    }
+
+    /// Asks session `id` to end with `reason`; false if it is gone already.
+    pub fn kill(&self, id: u64, reason: String) -> bool {
+        match self.sessions.get(&id) {
+            Some(info) => {
+                *info.kill_reason.lock().expect("not poisoned") = Some(reason);
+                info.killed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Publishes the sessions and applies kill requests, once. Errors are
+    /// the database's (a missing state schema is the caller's to ignore).
+    async fn beat(&self, client: &mut tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+        let mut ids = Vec::new();
+        let mut versions = Vec::new();
+        let mut apps = Vec::new();
+        let mut addrs = Vec::new();
+        let mut since = Vec::new();
+        for entry in self.sessions.iter() {
+            ids.push(*entry.key() as i64);
+            versions.push(entry.version.clone());
+            apps.push(entry.application_name.clone());
+            addrs.push(entry.client_addr.clone());
+            since.push(humantime::format_rfc3339_micros(entry.since).to_string());
+        }
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM pgshift.sessions WHERE proxy = $1",
+            &[&self.proxy],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO pgshift.sessions (proxy, session_id, schema_name, version, application_name, client_addr, since)
+             SELECT $1, s.id, $2, s.version, s.app, s.addr, s.since::timestamptz
+             FROM unnest($3::int8[], $4::text[], $5::text[], $6::text[], $7::text[]) AS s(id, version, app, addr, since)",
+            &[&self.proxy, &self.schema, &ids, &versions, &apps, &addrs, &since],
+        )
+        .await?;
+        let kills = tx
+            .query(
+                "DELETE FROM pgshift.session_kills WHERE proxy = $1 RETURNING session_id, reason",
+                &[&self.proxy],
+            )
+            .await?;
+        tx.commit().await?;
+        for kill in kills {
+            let id: i64 = kill.get(0);
+            if self.kill(id as u64, kill.get(1)) {
+                tracing::warn!(session = id, reason = %kill.get::<_, String>(1), "ending a session on the migrator's request");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the heartbeat until the runtime stops.
+pub fn spawn_heartbeat(registry: Arc<Registry>, upstream: UpstreamConfig) {
+    tokio::spawn(async move {
+        loop {
+            match engine::connect_upstream(&upstream, None).await {
+                Ok(mut client) => loop {
+                    match registry.beat(&mut client).await {
+                        Ok(()) => {}
+                        // No state schema yet: nothing to publish to.
+                        Err(e)
+                            if e.code()
+                                == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "session heartbeat failed; reconnecting");
+                            break;
+                        }
+                    }
+                    tokio::time::sleep(HEARTBEAT).await;
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "no connection for the session heartbeat; retrying")
+                }
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    });
+}
