@@ -141,6 +141,8 @@ struct Planner<'a> {
     concurrent: Vec<Step>,
     /// NOT NULL checks, added once the triggers fill the new columns.
     after_triggers: Vec<Step>,
+    /// Rollback steps that must run before the triggers are dropped.
+    undo_before_triggers: Vec<Step>,
     verify: Vec<Verify>,
     validate: Vec<Step>,
     /// Statements of complete's switch transaction (drops and renames).
@@ -166,6 +168,7 @@ pub fn plan(migration: &Migration, cx: &Context) -> Result<Plan, Vec<Problem>> {
         expand: Vec::new(),
         concurrent: Vec::new(),
         after_triggers: Vec::new(),
+        undo_before_triggers: Vec::new(),
         verify: Vec::new(),
         validate: Vec::new(),
         contract: Vec::new(),
@@ -494,6 +497,9 @@ impl<'a> Planner<'a> {
         rollback.push(Step::Sql {
             sql: format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(vs)),
         });
+        // The exact reverse of start: the NOT NULL checks go before the
+        // triggers that fill their columns, or old-version writes in between fail.
+        rollback.extend(self.undo_before_triggers.iter().rev().cloned());
         for d in &drop_triggers {
             rollback.push(Step::Sql { sql: d.clone() });
         }

@@ -2,6 +2,7 @@
 //! its own throwaway Postgres cluster and proxy.
 
 mod auth;
+mod bluegreen;
 mod cli;
 mod clients;
 mod disconnect;

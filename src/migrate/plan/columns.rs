@@ -61,6 +61,13 @@ impl Planner<'_> {
                 ident(physical)
             ),
         });
+        // And off again before the triggers go, for the same reason.
+        self.undo_before_triggers.push(Step::Sql {
+            sql: format!(
+                "ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {}",
+                ident(&check)
+            ),
+        });
         self.validate.push(Step::Sql {
             sql: format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", ident(&check)),
         });

@@ -1,0 +1,252 @@
+//! The blue-green scenario through the proxy: a blue client (old code, old
+//! column names) and a green client (new code: a renamed column, a type
+//! change, a new NOT NULL column) read and write continuously while an
+//! operator starts the migration, pins green to the new version, drains blue
+//! and completes (or, on the other path, drains green and rolls back). No
+//! client may see an error at any point, and every row ends consistent.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use pgshift::migrate::engine::{Migrator, Settings};
+use pgshift::routing::RouteRule;
+
+use crate::harness::{self, Env};
+
+const SETUP: &str = "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, rating text NOT NULL);
+INSERT INTO accounts (name, rating) SELECT 'acct ' || g, (g % 5 + 1)::text FROM generate_series(1, 100000) g;";
+
+const MIGRATION: &str = r#"{"operations": [
+  {"rename_column": {"table": "accounts", "from": "name", "to": "full_name"}},
+  {"alter_column": {"table": "accounts", "column": "rating", "type": "integer",
+     "up": "CAST(rating AS integer)", "down": "CAST(rating AS text)"}},
+  {"add_column": {"table": "accounts", "up": "lower(name) || '@example.com'",
+     "column": {"name": "email", "type": "text", "nullable": false}}}
+]}"#;
+
+/// One client's loop: connect through the proxy as `app`, then alternate
+/// writes and reads in its own shape until `stop`; every error is counted.
+/// A session the operator drains is ended by the client itself (it stops
+/// when `drain` is set), as a deployment being switched off would.
+struct Worker {
+    errors: Arc<AtomicU64>,
+    ops: Arc<AtomicU64>,
+    drain: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+fn spawn_worker(url: String, green: bool, stop: Arc<AtomicBool>) -> Worker {
+    let errors = Arc::new(AtomicU64::new(0));
+    let ops = Arc::new(AtomicU64::new(0));
+    let drain = Arc::new(AtomicBool::new(false));
+    let (e, o, d) = (errors.clone(), ops.clone(), drain.clone());
+    let task = tokio::spawn(async move {
+        let mut messages = Vec::new();
+        let client = match harness::try_connect(&url).await {
+            Ok(c) => c,
+            Err(err) => {
+                e.fetch_add(1, Ordering::Relaxed);
+                return vec![harness::error_text(&err)];
+            }
+        };
+        let (insert, select) = if green {
+            (
+                "INSERT INTO accounts (full_name, rating, email) VALUES ($1, 4, lower($1) || '@example.com') RETURNING id",
+                "SELECT full_name, rating, email FROM accounts WHERE id = $1",
+            )
+        } else {
+            (
+                "INSERT INTO accounts (name, rating) VALUES ($1, '4') RETURNING id",
+                "SELECT name, rating FROM accounts WHERE id = $1",
+            )
+        };
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) && !d.load(Ordering::Relaxed) {
+            n += 1;
+            let name = format!("{} {n}", if green { "green" } else { "blue" });
+            let result = async {
+                let id: i64 = client.query_one(insert, &[&name]).await?.get(0);
+                client.query_one(select, &[&id]).await?;
+                client
+                    .query_one(select, &[&((n as i64 % 100000) + 1)])
+                    .await?;
+                Ok::<_, tokio_postgres::Error>(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    o.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    e.fetch_add(1, Ordering::Relaxed);
+                    if messages.len() < 5 {
+                        messages.push(harness::error_text(&err));
+                    }
+                }
+            }
+        }
+        messages
+    });
+    Worker {
+        errors,
+        ops,
+        drain,
+        task,
+    }
+}
+
+async fn scenario(complete: bool) {
+    let rules = vec![
+        RouteRule {
+            name: "blue".into(),
+            application_name: Some("shop-blue".into()),
+            user: None,
+            database: None,
+        },
+        RouteRule {
+            name: "green".into(),
+            application_name: Some("shop-green".into()),
+            user: None,
+            database: None,
+        },
+    ];
+    let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
+        c.routes = rules.clone()
+    })
+    .await;
+    env.direct().await.batch_execute(SETUP).await.unwrap();
+    let settings = Settings {
+        database_url: env.direct_url(),
+        schema: "public".into(),
+        lock_timeout: Duration::from_millis(500),
+        batch_size: 2000,
+        batch_delay: Duration::ZERO,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("01_accounts.json");
+    std::fs::write(&file, MIGRATION).unwrap();
+    let mut m = Migrator::connect(settings).await.unwrap();
+    let url = |app: &str| {
+        format!(
+            "{}&application_name={app}",
+            env.proxy_url("postgres", "postgres")
+        )
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+
+    // Blue runs before the migration exists.
+    let blue = spawn_worker(url("shop-blue"), false, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    m.start(&file, false).await.unwrap();
+    m.pin("green", "01_accounts").await.unwrap();
+    // Green deploys: new sessions of route green get the new version.
+    let green_url = url("shop-green");
+    assert!(
+        harness::eventually(Duration::from_secs(2), || async {
+            match harness::try_connect(&green_url).await {
+                Ok(c) => c
+                    .query_one("SELECT email FROM accounts LIMIT 1", &[])
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        })
+        .await
+    );
+    let green = spawn_worker(green_url.clone(), true, stop.clone());
+    // A second blue session, opened during the migration (old version by default route).
+    let blue2 = spawn_worker(url("shop-blue"), false, stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (drained, survivors) = if complete {
+        ([&blue, &blue2], vec![&green])
+    } else {
+        ([&green, &blue2], vec![&blue])
+    };
+    for w in drained {
+        w.drain.store(true, Ordering::Relaxed);
+    }
+    let finish = async {
+        loop {
+            let result = if complete {
+                m.complete().await
+            } else {
+                m.rollback().await
+            };
+            match result {
+                Ok(()) => break,
+                Err(pgshift::migrate::engine::MigrateError::SessionsPinned { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), finish)
+        .await
+        .expect("the drained sessions leave the registry");
+    // The survivors go on after the switch.
+    let before: Vec<u64> = survivors
+        .iter()
+        .map(|w| w.ops.load(Ordering::Relaxed))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (w, b) in survivors.iter().zip(before) {
+        assert!(
+            w.ops.load(Ordering::Relaxed) > b,
+            "a surviving client stopped making progress"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut report = Vec::new();
+    let mut total_errors = 0;
+    for (name, w) in [("blue", blue), ("green", green), ("blue2", blue2)] {
+        let errors = w.errors.load(Ordering::Relaxed);
+        let ops = w.ops.load(Ordering::Relaxed);
+        let messages = w.task.await.unwrap();
+        total_errors += errors;
+        report.push(format!("{name}: {ops} ok, {errors} errors {messages:?}"));
+        assert!(ops > 0, "{name} did no work");
+    }
+    assert_eq!(total_errors, 0, "{report:#?}");
+
+    let admin = env.direct().await;
+    let (name_col, rating_check) = if complete {
+        (
+            "full_name",
+            "rating IS NULL OR email IS NULL OR email <> lower(full_name) || '@example.com'",
+        )
+    } else {
+        ("name", "rating NOT IN ('1', '2', '3', '4', '5')")
+    };
+    let bad: i64 = admin
+        .query_one(
+            format!("SELECT count(*) FROM accounts WHERE {rating_check}").as_str(),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(bad, 0, "{report:#?}");
+    let count: i64 = admin
+        .query_one(
+            format!("SELECT count(DISTINCT {name_col}) FROM accounts").as_str(),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(count > 100000, "the clients' rows are all there");
+    m.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_complete_path_without_a_client_error() {
+    scenario(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_rollback_path_without_a_client_error() {
+    scenario(false).await;
+}
