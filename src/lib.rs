@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod migrate;
 pub mod proxy;
 pub mod quote;

@@ -90,6 +90,10 @@ pub struct MigrationRow {
     pub updated_at: String,
 }
 
+/// The columns [`to_row`] reads, in order.
+const MIGRATION_COLUMNS: &str =
+    "version, parent, phase, plan::text, migration::text, updated_at::text";
+
 /// The migration that is not completed or rolled back, if any.
 pub async fn active(
     client: &impl GenericClient,
@@ -97,8 +101,10 @@ pub async fn active(
 ) -> Result<Option<MigrationRow>, tokio_postgres::Error> {
     let row = client
         .query_opt(
-            "SELECT version, parent, phase, plan::text, migration::text, updated_at::text FROM pgshift.migrations
-             WHERE schema_name = $1 AND phase NOT IN ('completed', 'rolled_back')",
+            &format!(
+                "SELECT {MIGRATION_COLUMNS} FROM pgshift.migrations
+                 WHERE schema_name = $1 AND phase NOT IN ('completed', 'rolled_back')"
+            ),
             &[&schema],
         )
         .await?;
@@ -123,8 +129,10 @@ pub async fn history(
 ) -> Result<Vec<MigrationRow>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT version, parent, phase, plan::text, migration::text, updated_at::text FROM pgshift.migrations
-             WHERE schema_name = $1 ORDER BY created_at, version",
+            &format!(
+                "SELECT {MIGRATION_COLUMNS} FROM pgshift.migrations
+                 WHERE schema_name = $1 ORDER BY created_at, version"
+            ),
             &[&schema],
         )
         .await?;

@@ -12,7 +12,6 @@ use dashmap::DashMap;
 use tokio::sync::Notify;
 
 use crate::config::UpstreamConfig;
-use crate::migrate::engine;
 
 /// How often the proxy publishes its sessions and reads kill requests.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -160,7 +159,7 @@ impl Registry {
 pub fn spawn_heartbeat(registry: Arc<Registry>, upstream: UpstreamConfig) {
     tokio::spawn(async move {
         loop {
-            match engine::connect_upstream(&upstream, None).await {
+            match crate::control::connect_upstream(&upstream, None).await {
                 Ok(mut client) => loop {
                     match registry.beat(&mut client).await {
                         Ok(()) => {}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::config::UpstreamConfig;
-use crate::migrate::{engine, state};
+use crate::migrate::state;
 use crate::routing::Versions;
 
 /// How long a snapshot may go without a reload when no NOTIFY arrives.
@@ -52,7 +52,7 @@ async fn run(watch: Arc<VersionWatch>, upstream: UpstreamConfig, schema: String)
     let mut backoff = Duration::from_millis(100);
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        match engine::connect_upstream(&upstream, Some(tx)).await {
+        match crate::control::connect_upstream(&upstream, Some(tx)).await {
             Ok(client) => {
                 let listen = format!("LISTEN {}", crate::quote::ident(state::NOTIFY_CHANNEL));
                 match client.batch_execute(&listen).await {

@@ -1,0 +1,101 @@
+//! pgshift's own connections to Postgres (the migrator's, and each proxy's
+//! control and heartbeat connections), opened with the same URL rules as
+//! `--upstream`: libpq `sslmode` up to verify-full over rustls (ring), and
+//! `host=/dir` for a Unix socket.
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::migrate::engine::MigrateError;
+
+/// Opens a client for a `postgres://` URL with the proxy's URL rules: libpq
+/// `sslmode` (disable, prefer, require, verify-full with `sslrootcert`) over
+/// rustls, and `host=/dir` for a Unix socket.
+pub async fn open(url: &str) -> Result<Client, MigrateError> {
+    let parsed = crate::config::UpstreamConfig::from_url(url)?;
+    connect_upstream(&parsed, None).await
+}
+
+/// Like [`open`], for an already parsed URL; NOTIFY messages the
+/// connection receives go to `notify`.
+pub async fn connect_upstream(
+    parsed: &crate::config::UpstreamConfig,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) -> Result<Client, MigrateError> {
+    use crate::config::SslMode;
+    let url = format!("postgres://{}:{}", parsed.host, parsed.port);
+    let url = url.as_str();
+    let mut config = tokio_postgres::Config::new();
+    let user = parsed
+        .user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "postgres".to_string());
+    config.user(&user);
+    config.dbname(parsed.dbname.as_deref().unwrap_or(&user));
+    config.application_name("pgshift");
+    if let Some(password) = &parsed.password {
+        config.password(password);
+    }
+    if parsed.unix_socket().is_some() {
+        config.host_path(&parsed.host);
+    } else {
+        config.host(&parsed.host);
+    }
+    config.port(parsed.port);
+    config.ssl_mode(match parsed.sslmode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
+    });
+    let connect_err = |source| MigrateError::Connect {
+        url: crate::config::redact_url(url),
+        source,
+    };
+    let tls = crate::proxy::tls::client_config(parsed.sslmode, parsed.sslrootcert.as_deref())?;
+    match tls {
+        Some(tls) if parsed.unix_socket().is_none() => {
+            let (client, connection) = config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (*tls).clone(),
+                ))
+                .await
+                .map_err(connect_err)?;
+            Ok(drive(client, connection, notify))
+        }
+        _ => {
+            let (client, connection) = config.connect(NoTls).await.map_err(connect_err)?;
+            Ok(drive(client, connection, notify))
+        }
+    }
+}
+
+/// Runs a connection's I/O in the background and returns its client,
+/// passing NOTIFY messages to `notify` when given.
+fn drive<S, T>(
+    client: Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+) -> Client
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if let Some(tx) = &notify {
+                        let _ = tx.send(n);
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pgshift control connection ended");
+                    break;
+                }
+                None => break,
+            }
+        }
+    });
+    client
+}
