@@ -10,6 +10,7 @@ pub mod control;
 pub mod migrate;
 pub mod proxy;
 pub mod quote;
+pub mod rewrite;
 pub mod routing;
 pub mod telemetry;
 pub mod wire;
