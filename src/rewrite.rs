@@ -191,13 +191,12 @@ fn rewrite_statement(text: &str, view: &VersionView) -> Result<Option<String>, R
     if let Statement::Set(Set::SingleAssignment {
         variable, values, ..
     }) = &mut statement
+        && is_setting(variable, "search_path")
     {
-        if is_setting(variable, "search_path") {
-            let mapped = map_search_path(values, view);
-            if mapped != *values {
-                *values = mapped;
-                changed = true;
-            }
+        let mapped = map_search_path(values, view);
+        if mapped != *values {
+            *values = mapped;
+            changed = true;
         }
     }
     if let Statement::Truncate(truncate) = &mut statement {
@@ -212,11 +211,11 @@ fn rewrite_statement(text: &str, view: &VersionView) -> Result<Option<String>, R
         return Ok(changed.then(|| statement.to_string()));
     }
     let _ = visit_expressions_mut(&mut statement, |e| {
-        if let Expr::Function(f) = e {
-            if let Some(new) = map_set_config(f, view) {
-                *e = new;
-                changed = true;
-            }
+        if let Expr::Function(f) = e
+            && let Some(new) = map_set_config(f, view)
+        {
+            *e = new;
+            changed = true;
         }
         ControlFlow::<()>::Continue(())
     });
