@@ -187,6 +187,26 @@ pub async fn tables(
     Ok(tables)
 }
 
+/// The views of `schema` (a version schema), each with the table it reads.
+pub async fn views(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT v.relname::text, t.relname::text
+             FROM pg_class v
+             JOIN pg_namespace n ON n.oid = v.relnamespace
+             JOIN pg_rewrite r ON r.ev_class = v.oid
+             JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+             JOIN pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'p')
+             WHERE n.nspname = $1 AND v.relkind = 'v'",
+            &[&schema],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// Names of every index in `schema`.
 pub async fn indexes(
     client: &impl GenericClient,

@@ -283,6 +283,12 @@ fn migrating(name: &ObjectName, view: &VersionView) -> Option<String> {
     })
 }
 
+/// A statement that makes Postgres raise `message` (SQLSTATE 42501), for a
+/// text the proxy cannot serve at all.
+pub fn error_statement(message: &str) -> String {
+    raise(message)
+}
+
 /// The `DO` block that makes Postgres raise `message` (SQLSTATE 42501,
 /// insufficient_privilege) where the refused statement stood.
 fn raise(message: &str) -> String {

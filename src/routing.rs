@@ -66,6 +66,34 @@ pub struct Migration {
     pub old_schema: String,
     pub new: String,
     pub new_schema: String,
+    /// Each version schema's views: view name → physical table.
+    pub old_views: BTreeMap<String, String>,
+    pub new_views: BTreeMap<String, String>,
+}
+
+impl Migration {
+    /// What the rewriter needs for a session of `version` in `schema`.
+    pub fn view_of(&self, schema: &str, version: &str) -> Option<crate::rewrite::VersionView> {
+        let (version_schema, views) = if version == self.new {
+            (&self.new_schema, &self.new_views)
+        } else if version == self.old {
+            (&self.old_schema, &self.old_views)
+        } else {
+            return None;
+        };
+        Some(crate::rewrite::VersionView {
+            schema: schema.to_string(),
+            version: version.to_string(),
+            version_schema: version_schema.clone(),
+            views: views.clone(),
+            migrating: self
+                .old_views
+                .values()
+                .chain(self.new_views.values())
+                .cloned()
+                .collect(),
+        })
+    }
 }
 
 impl Versions {
@@ -108,6 +136,8 @@ pub struct Route {
     /// The startup packet to send upstream; `None` means the client's bytes
     /// go unchanged (no migration runs and nothing needs setting).
     pub startup: Option<Bytes>,
+    /// While a migration runs: the version's views, for the rewriter.
+    pub view: Option<crate::rewrite::VersionView>,
 }
 
 /// Decides the version of a session from its raw StartupMessage (length
@@ -193,6 +223,7 @@ pub fn route(raw: &[u8], versions: &Versions, rules: &[RouteRule]) -> Result<Rou
         return Ok(Route {
             version,
             startup: None,
+            view: None,
         });
     };
     let rest = client_search_path
@@ -204,9 +235,14 @@ pub fn route(raw: &[u8], versions: &Versions, rules: &[RouteRule]) -> Result<Rou
         "search_path={}, {rest}",
         quote::ident(&version_schema)
     ));
+    let view = versions
+        .migration
+        .as_ref()
+        .and_then(|m| m.view_of(&versions.schema, &version));
     Ok(Route {
         version,
         startup: Some(encode(&mut params, options_at, &options)),
+        view,
     })
 }
 

@@ -221,8 +221,9 @@ pub trait FrameVisitor {
     /// length word (it counts itself, not the type byte) and is at least 4.
     fn header(&mut self, tag: u8, len: u32) -> Result<Want, Self::Error>;
     /// Called with the complete frame (type byte, length and body) when
-    /// [`FrameVisitor::header`] asked for [`Want::Whole`].
-    fn frame(&mut self, frame: &[u8]) -> Result<(), Self::Error>;
+    /// [`FrameVisitor::header`] asked for [`Want::Whole`]; `at` is its offset
+    /// in the buffer passed to [`FrameScanner::scan`].
+    fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), Self::Error>;
 }
 
 /// Walks the message frames in a byte stream that arrives in arbitrary chunks,
@@ -285,7 +286,7 @@ impl FrameScanner {
                         return Ok(pos);
                     }
                     self.awaiting_whole = false;
-                    visitor.frame(&buf[pos..pos + total])?;
+                    visitor.frame(pos, &buf[pos..pos + total])?;
                     pos += total;
                 }
             }

@@ -255,12 +255,21 @@ pub async fn live_versions(
         schema: schema.to_string(),
         current,
         pins,
-        migration: row.map(|r| crate::routing::Migration {
-            new: r.get(0),
-            old: r.get(1),
-            new_schema: r.get(2),
-            old_schema: r.get(3),
-        }),
+        migration: match row {
+            Some(r) => {
+                let new_schema: String = r.get(2);
+                let old_schema: String = r.get(3);
+                Some(crate::routing::Migration {
+                    new: r.get(0),
+                    old: r.get(1),
+                    new_views: crate::catalog::views(client, &new_schema).await?,
+                    old_views: crate::catalog::views(client, &old_schema).await?,
+                    new_schema,
+                    old_schema,
+                })
+            }
+            None => None,
+        },
     })
 }
 

@@ -106,11 +106,85 @@ pub struct ClientLimits {
     pub message_timeout: Duration,
 }
 
-/// Checks each frontend message header, counts requests, spots Terminate.
+/// Rewrites the SQL of one session's Query and Parse messages for its
+/// version, caching by statement text.
+pub struct SessionRewriter {
+    view: crate::rewrite::VersionView,
+    /// Statement text → its replacement (`None`: unchanged).
+    cache: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// Entries a session's rewrite cache keeps before starting afresh.
+const REWRITE_CACHE_ENTRIES: usize = 1024;
+
+impl SessionRewriter {
+    /// A rewriter for a session of `view`'s version.
+    pub fn new(view: crate::rewrite::VersionView) -> Self {
+        SessionRewriter {
+            view,
+            cache: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The replacement for `sql`, if it changes. Text that is not UTF-8
+    /// (another client_encoding) goes unchanged.
+    fn rewrite(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
+        if let Some(hit) = self.cache.get(sql) {
+            return hit.clone();
+        }
+        let out = match std::str::from_utf8(sql) {
+            Ok(text) => match crate::rewrite::rewrite(text, &self.view) {
+                Ok(crate::rewrite::Rewritten::Unchanged) => None,
+                Ok(crate::rewrite::Rewritten::Text(t)) => Some(t.into_bytes()),
+                Err(e) => Some(crate::rewrite::error_statement(&e.to_string()).into_bytes()),
+            },
+            Err(_) => None,
+        };
+        if self.cache.len() >= REWRITE_CACHE_ENTRIES {
+            self.cache.clear();
+        }
+        self.cache.insert(sql.to_vec(), out.clone());
+        out
+    }
+
+    /// The rewritten frame for a whole Query or Parse frame, if it changes
+    /// ("Message Formats": Query is a string; Parse is a name, a string and
+    /// the parameter types).
+    fn rewrite_frame(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
+        let body = &frame[5..];
+        let (prefix, sql, rest) = match frame[0] {
+            b'Q' => {
+                let end = body.iter().position(|b| *b == 0)?;
+                (&body[..0], &body[..end], &body[end..])
+            }
+            b'P' => {
+                let name_end = body.iter().position(|b| *b == 0)? + 1;
+                let end = name_end + body[name_end..].iter().position(|b| *b == 0)?;
+                (&body[..name_end], &body[name_end..end], &body[end..])
+            }
+            _ => return None,
+        };
+        let new_sql = self.rewrite(sql)?;
+        let len = 4 + prefix.len() + new_sql.len() + rest.len();
+        let mut out = Vec::with_capacity(1 + len);
+        out.push(frame[0]);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&new_sql);
+        out.extend_from_slice(rest);
+        Some(out)
+    }
+}
+
+/// Checks each frontend message header, counts requests, spots Terminate,
+/// and rewrites Query and Parse messages when the session has a rewriter.
 struct ClientFrames<'a> {
     state: &'a SessionState,
     limits: ClientLimits,
     terminated: bool,
+    rewriter: Option<&'a mut SessionRewriter>,
+    /// (offset, length, replacement) of frames rewritten in the current scan.
+    replacements: Vec<(usize, usize, Vec<u8>)>,
 }
 
 impl FrameVisitor for ClientFrames<'_> {
@@ -135,10 +209,18 @@ impl FrameVisitor for ClientFrames<'_> {
             b'X' => self.terminated = true,
             _ => {}
         }
+        if self.rewriter.is_some() && matches!(tag, b'Q' | b'P') {
+            return Ok(Want::Whole);
+        }
         Ok(Want::Header)
     }
 
-    fn frame(&mut self, _frame: &[u8]) -> Result<(), SessionError> {
+    fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), SessionError> {
+        if let Some(rewriter) = self.rewriter.as_deref_mut()
+            && let Some(new) = rewriter.rewrite_frame(frame)
+        {
+            self.replacements.push((at, frame.len(), new));
+        }
         Ok(())
     }
 }
@@ -151,6 +233,7 @@ pub async fn client_to_upstream<R, W>(
     mut buf: BytesMut,
     state: &SessionState,
     limits: ClientLimits,
+    rewriter: Option<&mut SessionRewriter>,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin,
@@ -161,6 +244,8 @@ where
         state,
         limits,
         terminated: false,
+        rewriter,
+        replacements: Vec::new(),
     };
     loop {
         if !buf.is_empty() {
@@ -169,7 +254,14 @@ where
                 Err(e) => return RelayEnd::ClientViolation(e),
             };
             if ready > 0 {
-                if let Err(e) = write_flush(upstream, &buf[..ready]).await {
+                let written = if frames.replacements.is_empty() {
+                    write_flush(upstream, &buf[..ready]).await
+                } else {
+                    let spliced = splice(&buf[..ready], &frames.replacements);
+                    frames.replacements.clear();
+                    write_flush(upstream, &spliced).await
+                };
+                if let Err(e) = written {
                     return RelayEnd::UpstreamIo(e);
                 }
                 buf.advance(ready);
@@ -218,7 +310,7 @@ impl FrameVisitor for UpstreamFrames<'_> {
         })
     }
 
-    fn frame(&mut self, frame: &[u8]) -> Result<(), WireError> {
+    fn frame(&mut self, _at: usize, frame: &[u8]) -> Result<(), WireError> {
         // ReadyForQuery: 'Z', Int32(5), Byte1(status).
         let status = frame.get(5).copied().unwrap_or(b'I');
         let state = self.state;
@@ -274,6 +366,19 @@ where
             Err(e) => return RelayEnd::UpstreamIo(e),
         }
     }
+}
+
+/// `bytes` with each (offset, length) range replaced, ranges in order.
+fn splice(bytes: &[u8], replacements: &[(usize, usize, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 64);
+    let mut last = 0;
+    for (at, len, new) in replacements {
+        out.extend_from_slice(&bytes[last..*at]);
+        out.extend_from_slice(new);
+        last = at + len;
+    }
+    out.extend_from_slice(&bytes[last..]);
+    out
 }
 
 async fn write_flush<W: AsyncWrite + Unpin>(writer: &mut W, bytes: &[u8]) -> std::io::Result<()> {

@@ -103,8 +103,10 @@ async fn relay_session(
         upstream_buf,
         cancel_key,
         permit: _permit,
+        view,
         ..
     } = established;
+    let mut rewriter = view.map(relay::SessionRewriter::new);
     let state = SessionState::new();
     let limits = ClientLimits {
         max_message_length: shared.config.max_message_length,
@@ -115,7 +117,7 @@ async fn relay_session(
     let mut phase = shared.phase.clone();
 
     let end = tokio::select! {
-        end = relay::client_to_upstream(&mut client_read, &mut upstream_write, client_buf, &state, limits) => End::Relay(end),
+        end = relay::client_to_upstream(&mut client_read, &mut upstream_write, client_buf, &state, limits, rewriter.as_mut()) => End::Relay(end),
         end = relay::upstream_to_client(&mut upstream_read, &mut client_write, upstream_buf, &state) => End::Relay(end),
         phase = shutdown_point(&mut phase, &state) => End::Shutdown(phase),
         reason = killed(registration) => End::Killed(reason),

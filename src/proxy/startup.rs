@@ -40,6 +40,8 @@ pub struct Established {
     pub permit: OwnedSemaphorePermit,
     /// The schema version the session is pinned to, when the versions are known.
     pub version: Option<String>,
+    /// While a migration runs: the version's views, for the rewriter.
+    pub view: Option<crate::rewrite::VersionView>,
 }
 
 /// How a connection that never became a session ended.
@@ -111,7 +113,7 @@ pub async fn handshake(
         }
     };
 
-    let (startup, version) = match route(shared, &raw, &params) {
+    let (startup, version, view) = match route(shared, &raw, &params) {
         Ok(routed) => routed,
         Err(e) => return Err(fail(&mut client, e).await),
     };
@@ -140,6 +142,7 @@ pub async fn handshake(
             cancel_key: auth.cancel_key,
             permit,
             version,
+            view,
         }),
         Ok(Err(AuthError::Refused)) => Err(Ended::Refused),
         Ok(Err(AuthError::Session(e))) | Err(e) => {
@@ -149,13 +152,14 @@ pub async fn handshake(
     }
 }
 
-/// The startup packet to send upstream, and the session's version, as
+/// The startup packet to send upstream, the session's version and (during a
+/// migration) its view map, as
 /// [`crate::routing::route`] decides from the latest known versions.
 fn route(
     shared: &Shared,
     raw: &Bytes,
     params: &std::collections::BTreeMap<String, String>,
-) -> Result<(Bytes, Option<String>), SessionError> {
+) -> Result<(Bytes, Option<String>, Option<crate::rewrite::VersionView>), SessionError> {
     match shared.versions.snapshot() {
         Some(versions) => {
             let routed = crate::routing::route(raw, &versions, &shared.config.routes)
@@ -163,6 +167,7 @@ fn route(
             Ok((
                 routed.startup.unwrap_or_else(|| raw.clone()),
                 Some(routed.version),
+                routed.view,
             ))
         }
         None => {
@@ -173,7 +178,7 @@ fn route(
             if asks {
                 Err(SessionError::VersionsUnavailable)
             } else {
-                Ok((raw.clone(), None))
+                Ok((raw.clone(), None, None))
             }
         }
     }

@@ -28,6 +28,8 @@ fn during_migration() -> Versions {
             old_schema: "public_01_a".into(),
             new: "02 b".into(),
             new_schema: "public_02 b".into(),
+            old_views: BTreeMap::new(),
+            new_views: BTreeMap::new(),
         }),
     }
 }
@@ -63,7 +65,8 @@ fn without_a_migration_the_packet_is_untouched() {
             route,
             Route {
                 version: "01_a".into(),
-                startup: None
+                startup: None,
+                view: None,
             }
         );
     }

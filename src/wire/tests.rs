@@ -17,7 +17,7 @@ impl FrameVisitor for Recorder {
             Want::Header
         })
     }
-    fn frame(&mut self, frame: &[u8]) -> Result<(), WireError> {
+    fn frame(&mut self, _at: usize, frame: &[u8]) -> Result<(), WireError> {
         self.wholes.push(frame.to_vec());
         Ok(())
     }

@@ -356,3 +356,93 @@ async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
     );
     m.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_stay_inside_the_version_through_the_proxy() {
+    let env = Env::start().await;
+    env.direct().await.batch_execute(USERS).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("01_users.json");
+    std::fs::write(&file, MIGRATION).unwrap();
+    let mut m = Migrator::connect(settings(&env)).await.unwrap();
+    m.start(&file, false).await.unwrap();
+    m.close().await.unwrap();
+    let url = versioned_url(&env, "01_users");
+    assert!(
+        harness::eventually(Duration::from_secs(1), || async {
+            harness::try_connect(&url).await.is_ok()
+        })
+        .await
+    );
+    let new = harness::connect(&url).await;
+
+    // An ORM resetting the search_path stays in its version.
+    new.batch_execute("SET search_path = public").await.unwrap();
+    new.query_one("SELECT email FROM users LIMIT 1", &[])
+        .await
+        .unwrap();
+    new.batch_execute("RESET ALL").await.unwrap();
+    new.query_one("SELECT email FROM users LIMIT 1", &[])
+        .await
+        .unwrap();
+    new.query_one("SELECT set_config('search_path', 'public', false)", &[])
+        .await
+        .unwrap();
+    new.query_one("SELECT email FROM users LIMIT 1", &[])
+        .await
+        .unwrap();
+    // Physical-schema references name the version's view, in both protocols.
+    new.batch_execute("SELECT full_name FROM public.users LIMIT 1")
+        .await
+        .unwrap();
+    let row = new
+        .query_one(
+            "SELECT full_name, email FROM public.users WHERE id = $1",
+            &[&3i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(1), "user 3@example.com");
+    // The client cannot change its version, nor the shape of a migrating table.
+    let err = new
+        .batch_execute("SET pgshift.version = 'baseline'")
+        .await
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&err), "42501", "{err}");
+    assert!(
+        harness::error_text(&err).contains("pinned to version 01_users"),
+        "{err}"
+    );
+    let err = new
+        .batch_execute("ALTER TABLE users ADD COLUMN z int")
+        .await
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&err), "42501");
+    // DDL on other tables passes.
+    new.batch_execute("CREATE TABLE notes (id int); ALTER TABLE notes ADD COLUMN body text")
+        .await
+        .unwrap();
+    // The old version is served the same way.
+    let old = env.connect().await;
+    old.batch_execute("SET search_path TO public")
+        .await
+        .unwrap();
+    old.query_one("SELECT name FROM users LIMIT 1", &[])
+        .await
+        .unwrap();
+    let cols = old
+        .query_one("SELECT * FROM public.users LIMIT 1", &[])
+        .await
+        .unwrap()
+        .columns()
+        .len();
+    assert_eq!(cols, 3, "the old version's view, not the physical table");
+    // TRUNCATE, which a view refuses, reaches the table.
+    new.batch_execute("TRUNCATE users").await.unwrap();
+    let n: i64 = old
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
