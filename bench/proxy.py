@@ -93,14 +93,15 @@ class Bench:
             return f"postgres:///postgres?host={self.dir}&port={self.pg_port}&user=postgres"
         return f"postgres://postgres@127.0.0.1:{self.pg_port}/postgres?sslmode=disable"
 
-    def start_pgshift(self) -> int:
+    def start_pgshift(self, log_level: str = "warn", json_log: bool = False) -> int:
         port = free_port()
         exe = os.path.join(ROOT, "target", "release", "pgshift")
         if not os.path.exists(exe):
             sys.exit("build first: cargo build --release")
-        env = dict(os.environ, RUST_LOG="warn")
+        env = dict(os.environ, RUST_LOG=log_level)
         proc = subprocess.Popen([exe, "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", self.upstream_url()]
-                                + (["--workers", str(self.args.workers)] if self.args.workers else []),
+                                + (["--workers", str(self.args.workers)] if self.args.workers else [])
+                                + (["--log-format", "json"] if json_log else []),
                                 stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/pgshift.log", "w"), env=env)
         self.procs.append(proc)
         wait_port(port)
@@ -135,9 +136,9 @@ pidfile = {self.dir}/pgbouncer.pid
         wait_port(port)
         return port
 
-    def pgbench(self, port: int, args: list[str]) -> str:
+    def pgbench(self, port: int, args: list[str], env: dict | None = None) -> str:
         cmd = [f"{self.bin}/pgbench", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"] + args + ["postgres"]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode != 0:
             sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}{out.stderr}")
         return out.stdout + out.stderr

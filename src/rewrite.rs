@@ -79,12 +79,45 @@ fn scanner(schema: &str) -> AhoCorasick {
 }
 
 /// Rewrites `sql` (one Query or Parse text, possibly several statements)
-/// for a session of `view`'s version.
+/// for a session of `view`'s version. Builds the scan each time; a session
+/// keeps a [`Rewriter`] instead.
 pub fn rewrite(sql: &str, view: &VersionView) -> Result<Rewritten, RewriteError> {
-    let scan = scanner(&view.schema);
-    if !scan.is_match(sql) {
-        return Ok(Rewritten::Unchanged);
+    Rewriter::new(view.clone()).rewrite(sql)
+}
+
+/// The rewriter of one session: its version and the cheap scan, built once.
+pub struct Rewriter {
+    view: VersionView,
+    scan: AhoCorasick,
+}
+
+impl Rewriter {
+    /// Builds the scan for `view`'s physical schema.
+    pub fn new(view: VersionView) -> Self {
+        let scan = scanner(&view.schema);
+        Rewriter { view, scan }
     }
+
+    /// True when `sql` may need a rewrite, by the cheap scan alone: only
+    /// such texts are parsed (or worth caching).
+    pub fn may_need_rewrite(&self, sql: &str) -> bool {
+        self.scan.is_match(sql)
+    }
+
+    /// Rewrites `sql` for this session's version; see [`rewrite`].
+    pub fn rewrite(&self, sql: &str) -> Result<Rewritten, RewriteError> {
+        if !self.scan.is_match(sql) {
+            return Ok(Rewritten::Unchanged);
+        }
+        rewrite_scanned(sql, &self.view, &self.scan)
+    }
+}
+
+fn rewrite_scanned(
+    sql: &str,
+    view: &VersionView,
+    scan: &AhoCorasick,
+) -> Result<Rewritten, RewriteError> {
     let ranges = statement_ranges(sql).map_err(|message| RewriteError {
         construct: clip(sql),
         version: view.version.clone(),

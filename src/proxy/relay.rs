@@ -109,9 +109,13 @@ pub struct ClientLimits {
 /// Rewrites the SQL of one session's Query and Parse messages for its
 /// version, caching by statement text.
 pub struct SessionRewriter {
-    view: crate::rewrite::VersionView,
+    rewriter: crate::rewrite::Rewriter,
     /// Statement text → its replacement (`None`: unchanged).
     cache: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Among texts the scan flagged: cache lookups that found the text, and
+    /// those that did not (texts the scan clears are neither parsed nor cached).
+    pub hits: u64,
+    pub misses: u64,
 }
 
 /// Entries a session's rewrite cache keeps before starting afresh.
@@ -121,24 +125,29 @@ impl SessionRewriter {
     /// A rewriter for a session of `view`'s version.
     pub fn new(view: crate::rewrite::VersionView) -> Self {
         SessionRewriter {
-            view,
+            rewriter: crate::rewrite::Rewriter::new(view),
             cache: std::collections::HashMap::new(),
+            hits: 0,
+            misses: 0,
         }
     }
 
     /// The replacement for `sql`, if it changes. Text that is not UTF-8
     /// (another client_encoding) goes unchanged.
     fn rewrite(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(sql).ok()?;
+        if !self.rewriter.may_need_rewrite(text) {
+            return None;
+        }
         if let Some(hit) = self.cache.get(sql) {
+            self.hits += 1;
             return hit.clone();
         }
-        let out = match std::str::from_utf8(sql) {
-            Ok(text) => match crate::rewrite::rewrite(text, &self.view) {
-                Ok(crate::rewrite::Rewritten::Unchanged) => None,
-                Ok(crate::rewrite::Rewritten::Text(t)) => Some(t.into_bytes()),
-                Err(e) => Some(crate::rewrite::error_statement(&e.to_string()).into_bytes()),
-            },
-            Err(_) => None,
+        self.misses += 1;
+        let out = match self.rewriter.rewrite(text) {
+            Ok(crate::rewrite::Rewritten::Unchanged) => None,
+            Ok(crate::rewrite::Rewritten::Text(t)) => Some(t.into_bytes()),
+            Err(e) => Some(crate::rewrite::error_statement(&e.to_string()).into_bytes()),
         };
         if self.cache.len() >= REWRITE_CACHE_ENTRIES {
             self.cache.clear();

@@ -53,7 +53,8 @@ pub async fn serve(
             .registry
             .register(version, application_name.clone(), peer.to_string())
     });
-    let (reason, state) = relay_session(&shared, established, registration.as_ref()).await;
+    let (reason, state, rewrites) =
+        relay_session(&shared, established, registration.as_ref()).await;
     tracing::info!(
         client = %peer,
         %user,
@@ -61,6 +62,8 @@ pub async fn serve(
         duration_ms = opened.elapsed().as_millis() as u64,
         reason = %reason,
         in_transaction = state.transaction_status() != b'I',
+        rewrite_cache_hits = rewrites.0,
+        rewrite_cache_misses = rewrites.1,
         "connection closed"
     );
 }
@@ -95,7 +98,7 @@ async fn relay_session(
     shared: &Shared,
     established: Established,
     registration: Option<&super::registry::Registration>,
-) -> (String, SessionState) {
+) -> (String, SessionState, (u64, u64)) {
     let Established {
         client,
         upstream,
@@ -162,7 +165,8 @@ async fn relay_session(
         let _ = upstream_write.shutdown().await;
     }
     let _ = client_write.shutdown().await;
-    (reason, state)
+    let rewrites = rewriter.map(|r| (r.hits, r.misses)).unwrap_or_default();
+    (reason, state, rewrites)
 }
 
 /// Resolves when the proxy's shutdown reaches this session: at once when the
