@@ -250,3 +250,144 @@ async fn blue_green_complete_path_without_a_client_error() {
 async fn blue_green_rollback_path_without_a_client_error() {
     scenario(false).await;
 }
+
+/// pgbench with a custom script (`-f`) through the proxy; returns its output
+/// and whether it succeeded. pgbench aborts a client at its first error.
+async fn pgbench_script(
+    env: &Env,
+    app: &str,
+    script: &str,
+    seconds: u32,
+    dir: &std::path::Path,
+) -> (bool, String) {
+    let path = dir.join(format!("{app}.sql"));
+    std::fs::write(&path, script).unwrap();
+    let out = tokio::process::Command::new(harness::pg_program(env, "pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &env.proxy.port().to_string(),
+            "-U",
+            "postgres",
+            "-n",
+            "-c",
+            "2",
+            "-j",
+            "1",
+        ])
+        .args(["-T", &seconds.to_string(), "-f"])
+        .arg(&path)
+        .arg("postgres")
+        .env("PGAPPNAME", app)
+        .output()
+        .await
+        .expect("pgbench must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && !text.contains("aborted"), text)
+}
+
+const BLUE_SCRIPT: &str = "\\set id random(1, 20000)
+SELECT name, rating FROM accounts WHERE id = :id;
+INSERT INTO accounts (name, rating) VALUES ('blue bench', '3');
+";
+
+const GREEN_SCRIPT: &str = "\\set id random(1, 20000)
+SELECT full_name, rating, email FROM accounts WHERE id = :id;
+INSERT INTO accounts (full_name, rating, email) VALUES ('green bench', 4, 'g@x');
+";
+
+async fn pgbench_scenario(complete: bool) {
+    let rules = vec![
+        RouteRule {
+            name: "blue".into(),
+            application_name: Some("shop-blue".into()),
+            user: None,
+            database: None,
+        },
+        RouteRule {
+            name: "green".into(),
+            application_name: Some("shop-green".into()),
+            user: None,
+            database: None,
+        },
+    ];
+    let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
+        c.routes = rules.clone()
+    })
+    .await;
+    env.direct()
+        .await
+        .batch_execute(
+            "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, rating text NOT NULL);
+             INSERT INTO accounts (name, rating) SELECT 'acct ' || g, (g % 5 + 1)::text FROM generate_series(1, 20000) g;",
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("01_accounts.json");
+    std::fs::write(&file, MIGRATION).unwrap();
+    let settings = Settings {
+        database_url: env.direct_url(),
+        schema: "public".into(),
+        lock_timeout: Duration::from_millis(500),
+        batch_size: 2000,
+        batch_delay: Duration::ZERO,
+    };
+    let mut m = Migrator::connect(settings).await.unwrap();
+    // Blue runs from before the migration until it is drained (its run ends).
+    let blue = {
+        let (env_ref, dir_ref) = (&env, dir.path());
+        pgbench_script(
+            env_ref,
+            "shop-blue",
+            BLUE_SCRIPT,
+            if complete { 6 } else { 12 },
+            dir_ref,
+        )
+    };
+    let operator = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        m.start(&file, false).await.unwrap();
+        m.pin("green", "01_accounts").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let green = pgbench_script(&env, "shop-green", GREEN_SCRIPT, 3, dir.path()).await;
+        // Drain: wait for the drained deployment's sessions to leave, then finish.
+        loop {
+            let result = if complete {
+                m.complete().await
+            } else {
+                m.rollback().await
+            };
+            match result {
+                Ok(()) => break,
+                Err(pgshift::migrate::engine::MigrateError::SessionsPinned { .. }) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        green
+    };
+    let ((blue_ok, blue_out), (green_ok, green_out)) = tokio::join!(blue, operator);
+    assert!(blue_ok, "blue pgbench failed:\n{blue_out}");
+    assert!(green_ok, "green pgbench failed:\n{green_out}");
+    for out in [&blue_out, &green_out] {
+        assert!(out.contains("number of failed transactions: 0"), "{out}");
+    }
+    m.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_pgbench_scripts_complete_path() {
+    pgbench_scenario(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_pgbench_scripts_rollback_path() {
+    pgbench_scenario(false).await;
+}
