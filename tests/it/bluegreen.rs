@@ -391,3 +391,95 @@ async fn blue_green_with_pgbench_scripts_complete_path() {
 async fn blue_green_with_pgbench_scripts_rollback_path() {
     pgbench_scenario(false).await;
 }
+
+/// The blue-green scenario driven by psycopg 3 from Python (complete path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_psycopg() {
+    let rules = vec![
+        RouteRule {
+            name: "blue".into(),
+            application_name: Some("shop-blue".into()),
+            user: None,
+            database: None,
+        },
+        RouteRule {
+            name: "green".into(),
+            application_name: Some("shop-green".into()),
+            user: None,
+            database: None,
+        },
+    ];
+    let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
+        c.routes = rules.clone()
+    })
+    .await;
+    env.direct().await.batch_execute(SETUP).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("01_accounts.json");
+    std::fs::write(&file, MIGRATION).unwrap();
+    let settings = Settings {
+        database_url: env.direct_url(),
+        schema: "public".into(),
+        lock_timeout: Duration::from_millis(500),
+        batch_size: 5000,
+        batch_delay: Duration::ZERO,
+    };
+    let mut m = Migrator::connect(settings).await.unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/psycopg_bluegreen.py"
+    );
+    // Blue writes for 6 s from before the migration; green for 3 s from second 4.
+    let clients = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(env.proxy_url("postgres", "postgres"))
+        .args(["6", "4", "3"])
+        .output();
+    let operator = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        m.start(&file, false).await.unwrap();
+        m.pin("green", "01_accounts").await.unwrap();
+    };
+    let (out, ()) = tokio::join!(clients, operator);
+    let out = out.expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for side in ["blue", "green"] {
+        assert!(report[side]["ok"].as_u64().unwrap_or(0) > 0, "{report}");
+        assert_eq!(report[side]["errors"], serde_json::json!([]), "{report}");
+    }
+    // Blue has left; complete, then check the rows both wrote.
+    loop {
+        match m.complete().await {
+            Ok(()) => break,
+            Err(pgshift::migrate::engine::MigrateError::SessionsPinned { .. }) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let row = env
+        .direct()
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE full_name LIKE 'py blue %' AND email = lower(full_name) || '@example.com'),
+                    count(*) FILTER (WHERE full_name LIKE 'py green %' AND rating = 2)
+             FROM accounts",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i64>(0) as u64,
+        report["blue"]["ok"].as_u64().unwrap()
+    );
+    assert_eq!(
+        row.get::<_, i64>(1) as u64,
+        report["green"]["ok"].as_u64().unwrap()
+    );
+    m.close().await.unwrap();
+}
