@@ -15,7 +15,7 @@ use std::ops::ControlFlow;
 
 use aho_corasick::AhoCorasick;
 use sqlparser::ast::{
-    Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    CopySource, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
     ObjectNamePart, Set, Statement, Value, visit_expressions_mut, visit_relations_mut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
@@ -72,6 +72,7 @@ fn scanner(schema: &str) -> AhoCorasick {
             "drop",
             "truncate",
             "index",
+            "copy",
             qualified.as_str(),
             quoted.as_str(),
         ])
@@ -232,6 +233,39 @@ fn rewrite_statement(text: &str, view: &VersionView) -> Result<Option<String>, R
             changed = true;
         }
     }
+    // COPY ... TO cannot read a view; COPY (SELECT ...) TO can.
+    if let Statement::Copy {
+        source: source @ CopySource::Table { .. },
+        to: true,
+        ..
+    } = &mut statement
+        && let CopySource::Table {
+            table_name,
+            columns,
+        } = &*source
+        && let Some(table) = view_named(table_name, view)
+    {
+        let list = if columns.is_empty() {
+            "*".to_string()
+        } else {
+            columns
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let select = format!(
+            "SELECT {list} FROM {}",
+            quote::qualified(&view.version_schema, &table)
+        );
+        let dialect = PostgreSqlDialect {};
+        if let Ok(mut parsed) = Parser::parse_sql(&dialect, &select)
+            && let Some(Statement::Query(query)) = parsed.pop()
+        {
+            *source = CopySource::Query(query);
+            return Ok(Some(statement.to_string()));
+        }
+    }
     if let Statement::Truncate(truncate) = &mut statement {
         // TRUNCATE cannot run on a view; it names the physical tables, which
         // the relation mapping below must then leave alone.
@@ -370,6 +404,20 @@ fn qualified_view(name: &ObjectName, view: &VersionView) -> Option<ObjectName> {
     match name_parts(name).as_slice() {
         [schema, table] if *schema == view.schema && view.views.contains_key(table) => {
             Some(qualified_name(&view.version_schema, table))
+        }
+        _ => None,
+    }
+}
+
+/// The view that `name` (bare, physical- or version-qualified) names, if any.
+fn view_named(name: &ObjectName, view: &VersionView) -> Option<String> {
+    match name_parts(name).as_slice() {
+        [table] if view.views.contains_key(table) => Some(table.clone()),
+        [schema, table]
+            if (*schema == view.schema || *schema == view.version_schema)
+                && view.views.contains_key(table) =>
+        {
+            Some(table.clone())
         }
         _ => None,
     }

@@ -162,6 +162,19 @@ fn rewrite_table() {
             "TRUNCATE public.clients",
             Some("TRUNCATE \"public\".\"customers\""),
         ),
+        // COPY ... TO cannot read a view: it reads a query of the view.
+        (
+            "COPY users TO STDOUT",
+            Some("COPY (SELECT * FROM \"public_02_split\".\"users\") TO STDOUT"),
+        ),
+        (
+            "COPY public.users (id, name) TO STDOUT WITH (FORMAT csv)",
+            Some(
+                "COPY (SELECT id, name FROM \"public_02_split\".\"users\") TO STDOUT (FORMAT csv)",
+            ),
+        ),
+        ("COPY orders TO STDOUT", None),
+        ("COPY (SELECT 1) TO STDOUT", None),
         // Several statements: only the one that changes is regenerated.
         (
             "SELECT 1; SET search_path = public;  SELECT 'x' /* keep */",

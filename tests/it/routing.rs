@@ -437,6 +437,19 @@ async fn statements_stay_inside_the_version_through_the_proxy() {
         .columns()
         .len();
     assert_eq!(cols, 3, "the old version's view, not the physical table");
+    // COPY ... TO, which a view refuses, reads a query of the view.
+    let copied: Vec<bytes::Bytes> = futures_util::TryStreamExt::try_collect(
+        new.copy_out("COPY public.users (full_name, email) TO STDOUT WITH (FORMAT csv)")
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8(copied.concat()).unwrap();
+    assert!(
+        text.lines().any(|l| l == "user 3,user 3@example.com"),
+        "{text}"
+    );
     // TRUNCATE, which a view refuses, reaches the table.
     new.batch_execute("TRUNCATE users").await.unwrap();
     let n: i64 = old
