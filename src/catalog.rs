@@ -187,14 +187,17 @@ pub async fn tables(
     Ok(tables)
 }
 
-/// The views of `schema` (a version schema), each with the table it reads.
+/// The views of `schema` (a version schema), each with the table it reads
+/// and its columns in order, each with the table column it shows:
+/// view → (table, [(view column, table column)]).
+#[allow(clippy::type_complexity)]
 pub async fn views(
     client: &impl GenericClient,
     schema: &str,
-) -> Result<BTreeMap<String, String>, tokio_postgres::Error> {
+) -> Result<BTreeMap<String, (String, Vec<(String, String)>)>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT DISTINCT v.relname::text, t.relname::text
+            "SELECT DISTINCT v.relname::text, t.relname::text, pg_get_viewdef(v.oid)
              FROM pg_class v
              JOIN pg_namespace n ON n.oid = v.relnamespace
              JOIN pg_rewrite r ON r.ev_class = v.oid
@@ -204,7 +207,45 @@ pub async fn views(
             &[&schema],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let definition: String = r.get(2);
+            (r.get(0), (r.get(1), view_columns(&definition)))
+        })
+        .collect())
+}
+
+/// The (view column, table column) pairs of a pgshift version view, whose
+/// definition is `SELECT t.a, t.b AS c, ... FROM t`. Anything else gives none.
+fn view_columns(definition: &str) -> Vec<(String, String)> {
+    use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement};
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let Ok(mut parsed) = sqlparser::parser::Parser::parse_sql(&dialect, definition) else {
+        return Vec::new();
+    };
+    let Some(Statement::Query(query)) = parsed.pop() else {
+        return Vec::new();
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return Vec::new();
+    };
+    let column = |e: &Expr| match e {
+        Expr::Identifier(i) => Some(i.value.clone()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
+        _ => None,
+    };
+    select
+        .projection
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::UnnamedExpr(e) => column(e).map(|c| (c.clone(), c)),
+            SelectItem::ExprWithAlias { expr, alias } => {
+                column(expr).map(|c| (alias.value.clone(), c))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// Names of every index in `schema`.

@@ -35,6 +35,8 @@ pub struct VersionView {
     pub version_schema: String,
     /// The version's views: view name → the physical table behind it.
     pub views: BTreeMap<String, String>,
+    /// Each view's columns in order: (view column, table column).
+    pub columns: BTreeMap<String, Vec<(String, String)>>,
     /// Physical tables the running migration touches (their DDL is refused).
     pub migrating: BTreeSet<String>,
 }
@@ -73,6 +75,7 @@ fn scanner(schema: &str) -> AhoCorasick {
             "truncate",
             "index",
             "copy",
+            "pg_get_serial_sequence",
             qualified.as_str(),
             quoted.as_str(),
         ])
@@ -266,6 +269,36 @@ fn rewrite_statement(text: &str, view: &VersionView) -> Result<Option<String>, R
             return Ok(Some(statement.to_string()));
         }
     }
+    // COPY ... FROM cannot write a view: it writes the table, with the view's
+    // columns mapped to the table's; the session's pgshift.version makes the
+    // dual-write trigger convert each row as the version wrote it.
+    if let Statement::Copy {
+        source: CopySource::Table {
+            table_name,
+            columns,
+        },
+        to: false,
+        ..
+    } = &mut statement
+        && let Some(name) = view_named(table_name, view)
+        && let (Some(table), Some(mapping)) = (view.views.get(&name), view.columns.get(&name))
+    {
+        let physical = |c: &str| mapping.iter().find(|(v, _)| v == c).map(|(_, p)| p.clone());
+        let wanted: Vec<String> = if columns.is_empty() {
+            mapping.iter().map(|(v, _)| v.clone()).collect()
+        } else {
+            columns.iter().map(ident_value).collect()
+        };
+        let mapped: Option<Vec<String>> = wanted.iter().map(|c| physical(c)).collect();
+        if let Some(mapped) = mapped {
+            *table_name = qualified_name(&view.schema, table);
+            *columns = mapped
+                .into_iter()
+                .map(|c| Ident::with_quote('"', c))
+                .collect();
+            return Ok(Some(statement.to_string()));
+        }
+    }
     if let Statement::Truncate(truncate) = &mut statement {
         // TRUNCATE cannot run on a view; it names the physical tables, which
         // the relation mapping below must then leave alone.
@@ -279,7 +312,7 @@ fn rewrite_statement(text: &str, view: &VersionView) -> Result<Option<String>, R
     }
     let _ = visit_expressions_mut(&mut statement, |e| {
         if let Expr::Function(f) = e
-            && let Some(new) = map_set_config(f, view)
+            && let Some(new) = map_set_config(f, view).or_else(|| map_serial_sequence(f, view))
         {
             *e = new;
             changed = true;
@@ -456,6 +489,49 @@ fn map_search_path(values: &[Expr], view: &VersionView) -> Vec<Expr> {
         out.push(v.clone());
     }
     out
+}
+
+/// `pg_get_serial_sequence('<view>', '<column>')` with literal arguments,
+/// which finds nothing on a view: it asks the table and its column instead.
+fn map_serial_sequence(f: &Function, view: &VersionView) -> Option<Expr> {
+    if name_parts(&f.name).last().map(String::as_str) != Some("pg_get_serial_sequence") {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    let literal_at = |i: usize| match list.args.get(i) {
+        Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (relation, column) = (literal_at(0)?, literal_at(1)?);
+    // The relation argument is itself SQL text: parse it as a name.
+    let dialect = PostgreSqlDialect {};
+    let name = Parser::new(&dialect)
+        .try_with_sql(&relation)
+        .ok()?
+        .parse_object_name(false)
+        .ok()?;
+    let view_name = view_named(&name, view)?;
+    let table = view.views.get(&view_name)?;
+    let physical = view
+        .columns
+        .get(&view_name)
+        .and_then(|m| m.iter().find(|(v, _)| *v == column).map(|(_, p)| p.clone()))
+        .unwrap_or(column);
+    let mut new = f.clone();
+    if let FunctionArguments::List(list) = &mut new.args {
+        list.args[0] = FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
+            Value::SingleQuotedString(quote::qualified(&view.schema, table)),
+        )));
+        list.args[1] = FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::value(
+            Value::SingleQuotedString(physical),
+        )));
+    }
+    Some(Expr::Function(new))
 }
 
 /// The setting a `set_config(name, ...)` call targets, when it is a literal.

@@ -66,9 +66,10 @@ pub struct Migration {
     pub old_schema: String,
     pub new: String,
     pub new_schema: String,
-    /// Each version schema's views: view name → physical table.
-    pub old_views: BTreeMap<String, String>,
-    pub new_views: BTreeMap<String, String>,
+    /// Each version schema's views: view name → (physical table, its
+    /// columns as (view column, table column)).
+    pub old_views: BTreeMap<String, (String, Vec<(String, String)>)>,
+    pub new_views: BTreeMap<String, (String, Vec<(String, String)>)>,
 }
 
 impl Migration {
@@ -85,12 +86,19 @@ impl Migration {
             schema: schema.to_string(),
             version: version.to_string(),
             version_schema: version_schema.clone(),
-            views: views.clone(),
+            views: views
+                .iter()
+                .map(|(v, (t, _))| (v.clone(), t.clone()))
+                .collect(),
+            columns: views
+                .iter()
+                .map(|(v, (_, c))| (v.clone(), c.clone()))
+                .collect(),
             migrating: self
                 .old_views
                 .values()
                 .chain(self.new_views.values())
-                .cloned()
+                .map(|(t, _)| t.clone())
                 .collect(),
         })
     }

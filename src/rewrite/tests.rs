@@ -10,6 +10,20 @@ fn view() -> VersionView {
             ("clients".to_string(), "customers".to_string()),
             ("Mixed Case".to_string(), "Mixed Case".to_string()),
         ]),
+        columns: BTreeMap::from([
+            (
+                "users".to_string(),
+                vec![
+                    ("id".to_string(), "id".to_string()),
+                    ("full_name".to_string(), "name".to_string()),
+                    ("email".to_string(), "_pgshift_new_email".to_string()),
+                ],
+            ),
+            (
+                "clients".to_string(),
+                vec![("id".to_string(), "id".to_string())],
+            ),
+        ]),
         migrating: BTreeSet::from([
             "users".to_string(),
             "customers".to_string(),
@@ -174,6 +188,28 @@ fn rewrite_table() {
             ),
         ),
         ("COPY orders TO STDOUT", None),
+        // COPY ... FROM writes the table through the view's column map.
+        (
+            "COPY users (full_name, email) FROM STDIN",
+            Some("COPY \"public\".\"users\" (\"name\", \"_pgshift_new_email\") FROM STDIN"),
+        ),
+        (
+            "COPY public.users FROM STDIN WITH (FORMAT csv)",
+            Some(
+                "COPY \"public\".\"users\" (\"id\", \"name\", \"_pgshift_new_email\") FROM STDIN (FORMAT csv)",
+            ),
+        ),
+        ("COPY orders FROM STDIN", None),
+        // pg_get_serial_sequence finds nothing on a view: ask the table.
+        (
+            "SELECT pg_get_serial_sequence('users', 'id')",
+            Some("SELECT pg_get_serial_sequence('\"public\".\"users\"', 'id')"),
+        ),
+        (
+            "SELECT pg_get_serial_sequence('public.clients', 'id')",
+            Some("SELECT pg_get_serial_sequence('\"public\".\"customers\"', 'id')"),
+        ),
+        ("SELECT pg_get_serial_sequence('orders', 'id')", None),
         ("COPY (SELECT 1) TO STDOUT", None),
         // Several statements: only the one that changes is regenerated.
         (

@@ -450,6 +450,49 @@ async fn statements_stay_inside_the_version_through_the_proxy() {
         text.lines().any(|l| l == "user 3,user 3@example.com"),
         "{text}"
     );
+    // COPY ... FROM, which a view refuses, writes the table through the view's columns.
+    {
+        let sink = new
+            .copy_in("COPY users (full_name, rating, email) FROM STDIN")
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        futures_util::SinkExt::send(
+            &mut sink,
+            bytes::Bytes::from_static(b"copied one\t3\tc1@x\n"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(sink.finish().await.unwrap(), 1);
+    }
+    let row = old
+        .query_one(
+            "SELECT name, rating FROM users WHERE name = 'copied one'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(1),
+        "3",
+        "the old version sees the copied row"
+    );
+    let email: String = new
+        .query_one(
+            "SELECT email FROM users WHERE full_name = 'copied one'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(email, "c1@x");
+    // pg_get_serial_sequence on the view's column finds the table's sequence.
+    let seq: Option<String> = new
+        .query_one("SELECT pg_get_serial_sequence('users', 'id')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seq.as_deref(), Some("public.users_id_seq"));
     // TRUNCATE, which a view refuses, reaches the table.
     new.batch_execute("TRUNCATE users").await.unwrap();
     let n: i64 = old
