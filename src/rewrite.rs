@@ -16,7 +16,8 @@ use std::ops::ControlFlow;
 use aho_corasick::AhoCorasick;
 use sqlparser::ast::{
     CopySource, Expr, Function, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
-    ObjectNamePart, Set, Statement, Value, visit_expressions_mut, visit_relations_mut,
+    ObjectNamePart, Set, Statement, Value, visit_expressions, visit_expressions_mut,
+    visit_relations_mut,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -340,14 +341,12 @@ fn refusal(statement: &Statement, view: &VersionView) -> Option<String> {
                 view.version
             ))
         }
-        Statement::Reset(r) if r.to_string().to_lowercase().contains("pgshift.version") => None,
         Statement::AlterTable(alter) => migrating(&alter.name, view),
         Statement::Drop { names, .. } => names.iter().find_map(|n| migrating(n, view)),
         Statement::CreateIndex(index) => migrating(&index.table_name, view),
         _ => {
             let mut reason = None;
-            let mut statement = statement.clone();
-            let _ = visit_expressions_mut(&mut statement, |e| {
+            let _ = visit_expressions(statement, |e| {
                 if let Expr::Function(f) = e
                     && set_config_target(f).as_deref() == Some(crate::routing::VERSION_SETTING)
                 {

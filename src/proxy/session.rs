@@ -128,11 +128,8 @@ async fn relay_session(
 
     let reason = end.to_string();
     let busy = state.busy();
-    let end_kind = if matches!(end, End::Relay(RelayEnd::ClientTerminated)) {
-        EndKind::Terminated
-    } else {
-        EndKind::Other
-    };
+    // Terminate went upstream already; sending it twice is pointless.
+    let terminated = matches!(end, End::Relay(RelayEnd::ClientTerminated));
     let upstream_alive = !matches!(
         end,
         End::Relay(RelayEnd::UpstreamClosed | RelayEnd::UpstreamIo(_))
@@ -159,7 +156,7 @@ async fn relay_session(
         if busy && let Some(target) = cancel_key.as_ref().and_then(|key| key.target()) {
             let _ = super::cancel::send_cancel(&target).await;
         }
-        if !matches!(end_kind, EndKind::Terminated) {
+        if !terminated {
             let _ = upstream_write.write_all(&wire::TERMINATE).await;
         }
         let _ = upstream_write.shutdown().await;
@@ -189,11 +186,6 @@ async fn shutdown_point(phase: &mut watch::Receiver<Phase>, state: &SessionState
             Phase::Closing => return Phase::Closing,
         }
     }
-}
-
-enum EndKind {
-    Terminated,
-    Other,
 }
 
 enum End {

@@ -96,37 +96,68 @@ fn spawn_worker(url: String, green: bool, stop: Arc<AtomicBool>) -> Worker {
     }
 }
 
-async fn scenario(complete: bool) {
-    let rules = vec![
-        RouteRule {
-            name: "blue".into(),
-            application_name: Some("shop-blue".into()),
+/// The routes every scenario uses: deployments told apart by application_name.
+fn routes() -> Vec<RouteRule> {
+    ["blue", "green"]
+        .into_iter()
+        .map(|name| RouteRule {
+            name: name.into(),
+            application_name: Some(format!("shop-{name}")),
             user: None,
             database: None,
-        },
-        RouteRule {
-            name: "green".into(),
-            application_name: Some("shop-green".into()),
-            user: None,
-            database: None,
-        },
-    ];
+        })
+        .collect()
+}
+
+/// A cluster with `setup` run, a proxy with the blue and green routes in
+/// front of it, the migration file written, and a migrator connected.
+async fn lab(
+    setup: &str,
+    batch_size: i64,
+) -> (Env, Migrator, tempfile::TempDir, std::path::PathBuf) {
     let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
-        c.routes = rules.clone()
+        c.routes = routes()
     })
     .await;
-    env.direct().await.batch_execute(SETUP).await.unwrap();
+    env.direct().await.batch_execute(setup).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("01_accounts.json");
+    std::fs::write(&file, MIGRATION).unwrap();
     let settings = Settings {
         database_url: env.direct_url(),
         schema: "public".into(),
         lock_timeout: Duration::from_millis(500),
-        batch_size: 2000,
+        batch_size,
         batch_delay: Duration::ZERO,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("01_accounts.json");
-    std::fs::write(&file, MIGRATION).unwrap();
-    let mut m = Migrator::connect(settings).await.unwrap();
+    let m = Migrator::connect(settings).await.unwrap();
+    (env, m, dir, file)
+}
+
+/// Completes (or rolls back) once the drained deployment's sessions have
+/// left the proxies' registry; until then the migrator refuses, as it should.
+async fn finish_when_drained(m: &mut Migrator, complete: bool) {
+    loop {
+        let result = if complete {
+            m.complete().await
+        } else {
+            m.rollback().await
+        };
+        match result {
+            Ok(()) => return,
+            Err(pgshift::migrate::engine::MigrateError::SessionsPinned { .. }) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+const PGBENCH_SETUP: &str = "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, rating text NOT NULL);
+INSERT INTO accounts (name, rating) SELECT 'acct ' || g, (g % 5 + 1)::text FROM generate_series(1, 20000) g;";
+
+async fn scenario(complete: bool) {
+    let (env, mut m, _dir, file) = lab(SETUP, 2000).await;
     let url = |app: &str| {
         format!(
             "{}&application_name={app}",
@@ -167,22 +198,7 @@ async fn scenario(complete: bool) {
     for w in drained {
         w.drain.store(true, Ordering::Relaxed);
     }
-    let finish = async {
-        loop {
-            let result = if complete {
-                m.complete().await
-            } else {
-                m.rollback().await
-            };
-            match result {
-                Ok(()) => break,
-                Err(pgshift::migrate::engine::MigrateError::SessionsPinned { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    };
+    let finish = finish_when_drained(&mut m, complete);
     tokio::time::timeout(Duration::from_secs(30), finish)
         .await
         .expect("the drained sessions leave the registry");
@@ -302,43 +318,7 @@ INSERT INTO accounts (full_name, rating, email) VALUES ('green bench', 4, 'g@x')
 ";
 
 async fn pgbench_scenario(complete: bool) {
-    let rules = vec![
-        RouteRule {
-            name: "blue".into(),
-            application_name: Some("shop-blue".into()),
-            user: None,
-            database: None,
-        },
-        RouteRule {
-            name: "green".into(),
-            application_name: Some("shop-green".into()),
-            user: None,
-            database: None,
-        },
-    ];
-    let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
-        c.routes = rules.clone()
-    })
-    .await;
-    env.direct()
-        .await
-        .batch_execute(
-            "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, rating text NOT NULL);
-             INSERT INTO accounts (name, rating) SELECT 'acct ' || g, (g % 5 + 1)::text FROM generate_series(1, 20000) g;",
-        )
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("01_accounts.json");
-    std::fs::write(&file, MIGRATION).unwrap();
-    let settings = Settings {
-        database_url: env.direct_url(),
-        schema: "public".into(),
-        lock_timeout: Duration::from_millis(500),
-        batch_size: 2000,
-        batch_delay: Duration::ZERO,
-    };
-    let mut m = Migrator::connect(settings).await.unwrap();
+    let (env, mut m, dir, file) = lab(PGBENCH_SETUP, 2000).await;
     // Blue runs from before the migration until it is drained (its run ends).
     let blue = {
         let (env_ref, dir_ref) = (&env, dir.path());
@@ -356,21 +336,7 @@ async fn pgbench_scenario(complete: bool) {
         m.pin("green", "01_accounts").await.unwrap();
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let green = pgbench_script(&env, "shop-green", GREEN_SCRIPT, 3, dir.path()).await;
-        // Drain: wait for the drained deployment's sessions to leave, then finish.
-        loop {
-            let result = if complete {
-                m.complete().await
-            } else {
-                m.rollback().await
-            };
-            match result {
-                Ok(()) => break,
-                Err(pgshift::migrate::engine::MigrateError::SessionsPinned { .. }) => {
-                    tokio::time::sleep(Duration::from_millis(200)).await
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+        finish_when_drained(&mut m, complete).await;
         green
     };
     let ((blue_ok, blue_out), (green_ok, green_out)) = tokio::join!(blue, operator);
@@ -395,36 +361,7 @@ async fn blue_green_with_pgbench_scripts_rollback_path() {
 /// The blue-green scenario driven by psycopg 3 from Python (complete path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_with_psycopg() {
-    let rules = vec![
-        RouteRule {
-            name: "blue".into(),
-            application_name: Some("shop-blue".into()),
-            user: None,
-            database: None,
-        },
-        RouteRule {
-            name: "green".into(),
-            application_name: Some("shop-green".into()),
-            user: None,
-            database: None,
-        },
-    ];
-    let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
-        c.routes = rules.clone()
-    })
-    .await;
-    env.direct().await.batch_execute(SETUP).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("01_accounts.json");
-    std::fs::write(&file, MIGRATION).unwrap();
-    let settings = Settings {
-        database_url: env.direct_url(),
-        schema: "public".into(),
-        lock_timeout: Duration::from_millis(500),
-        batch_size: 5000,
-        batch_delay: Duration::ZERO,
-    };
-    let mut m = Migrator::connect(settings).await.unwrap();
+    let (env, mut m, _dir, file) = lab(SETUP, 5000).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/psycopg_bluegreen.py"
@@ -453,15 +390,7 @@ async fn blue_green_with_psycopg() {
         assert_eq!(report[side]["errors"], serde_json::json!([]), "{report}");
     }
     // Blue has left; complete, then check the rows both wrote.
-    loop {
-        match m.complete().await {
-            Ok(()) => break,
-            Err(pgshift::migrate::engine::MigrateError::SessionsPinned { .. }) => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
+    finish_when_drained(&mut m, true).await;
     let row = env
         .direct()
         .await

@@ -35,24 +35,32 @@ fn versioned_url(env: &Env, version: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_get_their_version_through_the_proxy() {
-    let env = Env::start().await;
+/// Creates `users`, starts MIGRATION (version 01_users) on it, and waits
+/// until the proxy serves the new version: it hears through NOTIFY, so within
+/// a second. Returns the migrator (still holding the lock) and the file's directory.
+async fn start_users_migration(env: &Env) -> (Migrator, tempfile::TempDir) {
     env.direct().await.batch_execute(USERS).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("01_users.json");
     std::fs::write(&file, MIGRATION).unwrap();
-    let mut m = Migrator::connect(settings(&env)).await.unwrap();
+    let mut m = Migrator::connect(settings(env)).await.unwrap();
     m.start(&file, false).await.unwrap();
-    m.close().await.unwrap();
-
-    // The proxy hears of the migration through NOTIFY, well within a second.
-    let url = versioned_url(&env, "01_users");
+    let url = versioned_url(env, "01_users");
     let heard = harness::eventually(Duration::from_secs(1), || async {
         harness::try_connect(&url).await.is_ok()
     })
     .await;
     assert!(heard, "the proxy did not learn of the migration within 1 s");
+    (m, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_get_their_version_through_the_proxy() {
+    let env = Env::start().await;
+    // The proxy hears of the migration through NOTIFY, well within a second.
+    let (m, _dir) = start_users_migration(&env).await;
+    m.close().await.unwrap();
+    let url = versioned_url(&env, "01_users");
 
     let old = env.connect().await;
     let new = harness::connect(&url).await;
@@ -253,19 +261,8 @@ async fn a_pin_reaches_every_proxy_and_only_new_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
     let env = Env::start().await;
-    env.direct().await.batch_execute(USERS).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let first = dir.path().join("01_users.json");
-    std::fs::write(&first, MIGRATION).unwrap();
-    let mut m = Migrator::connect(settings(&env)).await.unwrap();
-    m.start(&first, false).await.unwrap();
+    let (mut m, dir) = start_users_migration(&env).await;
     let url = versioned_url(&env, "01_users");
-    assert!(
-        harness::eventually(Duration::from_secs(1), || async {
-            harness::try_connect(&url).await.is_ok()
-        })
-        .await
-    );
 
     let old_url = format!(
         "{}&application_name=old-app",
@@ -360,20 +357,9 @@ async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_stay_inside_the_version_through_the_proxy() {
     let env = Env::start().await;
-    env.direct().await.batch_execute(USERS).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("01_users.json");
-    std::fs::write(&file, MIGRATION).unwrap();
-    let mut m = Migrator::connect(settings(&env)).await.unwrap();
-    m.start(&file, false).await.unwrap();
+    let (m, _dir) = start_users_migration(&env).await;
     m.close().await.unwrap();
     let url = versioned_url(&env, "01_users");
-    assert!(
-        harness::eventually(Duration::from_secs(1), || async {
-            harness::try_connect(&url).await.is_ok()
-        })
-        .await
-    );
     let new = harness::connect(&url).await;
 
     // An ORM resetting the search_path stays in its version.
