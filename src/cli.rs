@@ -114,6 +114,10 @@ pub struct DbArgs {
     /// Pause between backfill batches
     #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_DELAY", default_value = "0ms")]
     pub backfill_batch_delay: String,
+    /// How long start waits for the old version's sessions to move onto its
+    /// views before it changes any table
+    #[arg(long, env = "PGSHIFT_SESSION_MOVE_TIMEOUT", default_value = "30s")]
+    pub session_move_timeout: String,
 }
 
 impl DbArgs {
@@ -141,6 +145,7 @@ impl DbArgs {
             lock_timeout: duration("lock-timeout", &self.lock_timeout)?,
             batch_size: self.backfill_batch_size.max(1),
             batch_delay: duration("backfill-batch-delay", &self.backfill_batch_delay)?,
+            session_move_timeout: duration("session-move-timeout", &self.session_move_timeout)?,
         })
     }
 }

@@ -103,6 +103,11 @@ impl Rewriter {
         Rewriter { view, scan }
     }
 
+    /// The version view this rewriter serves.
+    pub fn view(&self) -> &VersionView {
+        &self.view
+    }
+
     /// True when `sql` may need a rewrite, by the cheap scan alone: only
     /// such texts are parsed (or worth caching).
     pub fn may_need_rewrite(&self, sql: &str) -> bool {

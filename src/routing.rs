@@ -59,9 +59,24 @@ impl RouteRule {
     }
 }
 
-/// The two live versions of a running migration.
+/// Where a migration stands, as far as routing is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// `start` runs and the old version's views exist: only the old version
+    /// is live, served by its views (the physical tables are about to change).
+    Starting,
+    /// Both versions are live.
+    Active,
+    /// `complete` runs: only the new version is live.
+    Completing,
+    /// `rollback` runs: only the old version is live.
+    RollingBack,
+}
+
+/// The versions of a running migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migration {
+    pub phase: Phase,
     pub old: String,
     pub old_schema: String,
     pub new: String,
@@ -108,12 +123,43 @@ impl Versions {
     /// Every version a session may ask for now, with its version schema
     /// (`None`: the physical schema serves it).
     pub fn live(&self) -> BTreeMap<String, Option<String>> {
+        let Some(m) = &self.migration else {
+            return BTreeMap::from([(self.current.clone(), None)]);
+        };
+        let old = (m.old.clone(), Some(m.old_schema.clone()));
+        let new = (m.new.clone(), Some(m.new_schema.clone()));
+        match m.phase {
+            Phase::Starting | Phase::RollingBack => BTreeMap::from([old]),
+            Phase::Active => BTreeMap::from([old, new]),
+            Phase::Completing => BTreeMap::from([new]),
+        }
+    }
+
+    /// What a session of `version` stands on now: the version schema that
+    /// heads its search_path (`None`: the physical schema) and, while a
+    /// migration runs, the view map its statements are rewritten against.
+    /// A version that is no longer live gets neither.
+    pub fn placement(
+        &self,
+        version: &str,
+    ) -> (Option<String>, Option<crate::rewrite::VersionView>) {
+        let Some(version_schema) = self.live().remove(version) else {
+            return (None, None);
+        };
+        let view = self
+            .migration
+            .as_ref()
+            .and_then(|m| m.view_of(&self.schema, version));
+        (version_schema, view)
+    }
+
+    /// The version a session gets when neither its request nor a route
+    /// decides: the new version once `complete` runs, else the old (or only) one.
+    pub fn default_version(&self) -> &str {
         match &self.migration {
-            Some(m) => BTreeMap::from([
-                (m.old.clone(), Some(m.old_schema.clone())),
-                (m.new.clone(), Some(m.new_schema.clone())),
-            ]),
-            None => BTreeMap::from([(self.current.clone(), None)]),
+            Some(m) if m.phase == Phase::Completing => &m.new,
+            Some(m) => &m.old,
+            None => &self.current,
         }
     }
 }
@@ -141,6 +187,9 @@ pub enum RoutingError {
 pub struct Route {
     /// The version the session is pinned to.
     pub version: String,
+    /// The version schema heading the session's search_path (`None`: the
+    /// physical schema).
+    pub version_schema: Option<String>,
     /// The startup packet to send upstream; `None` means the client's bytes
     /// go unchanged (no migration runs and nothing needs setting).
     pub startup: Option<Bytes>,
@@ -210,17 +259,16 @@ pub fn route(raw: &[u8], versions: &Versions, rules: &[RouteRule]) -> Result<Rou
                     .get(&r.name)
                     .map(|v| (r.name.clone(), v.clone()))
             });
-            match (pinned, &versions.migration) {
-                (Some((_, version)), _) if live.contains_key(&version) => version,
-                (Some((route, version)), _) => {
+            match pinned {
+                Some((_, version)) if live.contains_key(&version) => version,
+                Some((route, version)) => {
                     return Err(RoutingError::StalePin {
                         route,
                         version,
                         existing: live.keys().cloned().collect(),
                     });
                 }
-                (None, Some(m)) => m.old.clone(),
-                (None, None) => versions.current.clone(),
+                None => versions.default_version().to_string(),
             }
         }
     };
@@ -230,6 +278,7 @@ pub fn route(raw: &[u8], versions: &Versions, rules: &[RouteRule]) -> Result<Rou
         // bytes go through unchanged.
         return Ok(Route {
             version,
+            version_schema: None,
             startup: None,
             view: None,
         });
@@ -243,12 +292,10 @@ pub fn route(raw: &[u8], versions: &Versions, rules: &[RouteRule]) -> Result<Rou
         "search_path={}, {rest}",
         quote::ident(&version_schema)
     ));
-    let view = versions
-        .migration
-        .as_ref()
-        .and_then(|m| m.view_of(&versions.schema, &version));
+    let (_, view) = versions.placement(&version);
     Ok(Route {
         version,
+        version_schema: Some(version_schema),
         startup: Some(encode(&mut params, options_at, &options)),
         view,
     })

@@ -340,6 +340,22 @@ pub fn error_response(severity: Severity, code: &str, message: &str, hint: Optio
     buf.freeze()
 }
 
+/// The message field of an ErrorResponse (whole frame), for logs: "Error and
+/// Notice Message Fields" `M`, or a note that the frame could not be decoded.
+pub fn error_message(frame: &[u8]) -> String {
+    let mut buf = BytesMut::from(frame);
+    let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    match ErrorResponse::decode(&mut buf, &ctx) {
+        Ok(Some(e)) => e
+            .fields
+            .iter()
+            .find(|(code, _)| *code == b'M')
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default(),
+        _ => "(an ErrorResponse that does not decode)".to_string(),
+    }
+}
+
 /// Encodes a BackendKeyData message with a 4-byte secret.
 pub fn backend_key_data(pid: i32, secret: i32) -> Bytes {
     let mut buf = BytesMut::new();

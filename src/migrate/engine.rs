@@ -29,6 +29,25 @@ pub struct Settings {
     pub lock_timeout: Duration,
     pub batch_size: i64,
     pub batch_delay: Duration,
+    /// How long `start` waits for the old version's sessions to move onto
+    /// its views (each moves at its first moment outside a transaction).
+    pub session_move_timeout: Duration,
+}
+
+impl Settings {
+    /// The defaults for `database_url` on schema `public`: lock_timeout
+    /// 500 ms, backfill batches of 1000 rows without delay, 30 s for
+    /// sessions to move.
+    pub fn new(database_url: String) -> Settings {
+        Settings {
+            database_url,
+            schema: "public".into(),
+            lock_timeout: Duration::from_millis(500),
+            batch_size: 1000,
+            batch_delay: Duration::ZERO,
+            session_move_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Why a migration command failed; each says what to do next.
@@ -52,6 +71,12 @@ pub enum MigrateError {
     SessionsPinned {
         version: String,
         command: &'static str,
+        sessions: Vec<state::SessionRow>,
+    },
+    #[error("{}", render_unmoved(version, timeout, sessions))]
+    SessionsNotMoved {
+        version: String,
+        timeout: Duration,
         sessions: Vec<state::SessionRow>,
     },
     #[error(transparent)]
@@ -109,13 +134,33 @@ fn render_sessions(version: &str, command: &str, sessions: &[state::SessionRow])
         "{} session(s) are pinned to version {version:?}, which {command} would remove; move them (pgshift pin, or drain the deployment) or run `pgshift {command} --force` to end them:",
         sessions.len()
     );
-    for s in sessions {
-        out.push_str(&format!(
-            "\n  proxy {}: application_name {:?}, client {}, since {}",
-            s.proxy, s.application_name, s.client_addr, s.since
-        ));
-    }
+    out.push_str(&session_lines(sessions));
     out
+}
+
+fn render_unmoved(version: &str, timeout: &Duration, sessions: &[state::SessionRow]) -> String {
+    let mut out = format!(
+        "{} session(s) of version {version:?} still stand on the physical tables after {}; \
+         each moves onto the version's views at its first moment outside a transaction. \
+         No table has changed yet: end those transactions and run `pgshift start` again, or `pgshift rollback`:",
+        sessions.len(),
+        humantime::format_duration(*timeout)
+    );
+    out.push_str(&session_lines(sessions));
+    out
+}
+
+/// One line per session: proxy, application_name, client address, since when.
+fn session_lines(sessions: &[state::SessionRow]) -> String {
+    sessions
+        .iter()
+        .map(|s| {
+            format!(
+                "\n  proxy {}: application_name {:?}, client {}, since {}",
+                s.proxy, s.application_name, s.client_addr, s.since
+            )
+        })
+        .collect()
 }
 
 fn render_live(file: &str, problems: &[Problem]) -> String {
@@ -493,6 +538,12 @@ impl Migrator {
     async fn run_action(&mut self, version: &str, action: &str) -> Result<(), MigrateError> {
         let schema = self.settings.schema.clone();
         let pending = state::pending(&self.client, &schema, version, action).await?;
+        // Start's first step builds the old version's views; the sessions
+        // must stand on them before any later step changes a table.
+        let moves_sessions = |position: i32| action == "start" && position == 0;
+        if action == "start" && pending.first().is_some_and(|(p, _)| *p > 0) {
+            self.sessions_on_views(version).await?;
+        }
         for (position, step) in pending {
             let at = StepRef {
                 schema: &schema,
@@ -530,8 +581,42 @@ impl Migrator {
                 },
                 message: db_message(&e),
             })?;
+            if moves_sessions(position) {
+                self.sessions_on_views(version).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Tells every proxy that the old version's views of migration
+    /// `version` exist, and waits until each live session of the old
+    /// version stands on them, as the proxies' heartbeats since then report.
+    async fn sessions_on_views(&self, version: &str) -> Result<(), MigrateError> {
+        let schema = self.schema();
+        let active = self.active_or_err().await?;
+        let (old, old_schema) = (&active.parent, &active.plan.old_version_schema);
+        let since = state::notify(&self.client, schema).await?;
+        let deadline = tokio::time::Instant::now() + self.settings.session_move_timeout;
+        // A proxy publishes only the sessions it has: one whose heartbeat has
+        // not come round since the NOTIFY would go unseen. After a full
+        // heartbeat, every running proxy has reported.
+        tokio::time::sleep(state::HEARTBEAT + Duration::from_millis(500)).await;
+        loop {
+            let unmoved =
+                state::sessions_off(&self.client, schema, old, old_schema, &since).await?;
+            if unmoved.is_empty() {
+                tracing::info!(%version, old_version = %old, "the old version's sessions stand on its views");
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MigrateError::SessionsNotMoved {
+                    version: old.clone(),
+                    timeout: self.settings.session_move_timeout,
+                    sessions: unmoved,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The active migration, its backfill progress, and the history.

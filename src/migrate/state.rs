@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS pgshift.sessions (
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (proxy, session_id)
 );
+ALTER TABLE pgshift.sessions ADD COLUMN IF NOT EXISTS version_schema text;
 CREATE TABLE IF NOT EXISTS pgshift.session_kills (
     proxy text NOT NULL,
     session_id bigint NOT NULL,
@@ -217,11 +218,23 @@ pub async fn set_phase(
             &[&schema, &version, &phase],
         )
         .await?;
-    // Every proxy listens, and reloads the live versions.
-    client
-        .execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &schema])
-        .await?;
+    notify(client, schema).await?;
     Ok(())
+}
+
+/// Tells every proxy to reload the live versions of `schema`. Returns the
+/// server's clock at that moment (a timestamptz as text).
+pub async fn notify(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<String, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT clock_timestamp()::text FROM pg_notify($1, $2)",
+            &[&NOTIFY_CHANNEL, &schema],
+        )
+        .await?
+        .get(0))
 }
 
 /// The channel on which the migrator announces phase changes; the payload
@@ -229,7 +242,8 @@ pub async fn set_phase(
 pub const NOTIFY_CHANNEL: &str = "pgshift";
 
 /// The live versions of `schema` for routing: the current version, and the
-/// migration whose phase is `active`, if any.
+/// running migration, if any, once its old version's views exist (the
+/// first step of `start`).
 pub async fn live_versions(
     client: &impl GenericClient,
     schema: &str,
@@ -237,8 +251,12 @@ pub async fn live_versions(
     let current = current_version(client, schema).await?;
     let row = client
         .query_opt(
-            "SELECT version, parent, plan->>'version_schema', plan->>'old_version_schema'
-             FROM pgshift.migrations WHERE schema_name = $1 AND phase = 'active'",
+            "SELECT m.version, m.parent, m.plan->>'version_schema', m.plan->>'old_version_schema', m.phase
+             FROM pgshift.migrations m
+             WHERE m.schema_name = $1 AND m.phase IN ('starting', 'active', 'completing', 'rolling_back')
+               AND EXISTS (SELECT FROM pgshift.steps s
+                           WHERE (s.schema_name, s.version, s.action, s.position) = (m.schema_name, m.version, 'start', 0)
+                             AND s.done_at IS NOT NULL)",
             &[&schema],
         )
         .await?;
@@ -257,12 +275,25 @@ pub async fn live_versions(
         pins,
         migration: match row {
             Some(r) => {
+                use crate::routing::Phase;
                 let new_schema: String = r.get(2);
                 let old_schema: String = r.get(3);
+                let phase = match r.get::<_, &str>(4) {
+                    "starting" => Phase::Starting,
+                    "active" => Phase::Active,
+                    "completing" => Phase::Completing,
+                    _ => Phase::RollingBack,
+                };
                 Some(crate::routing::Migration {
+                    phase,
                     new: r.get(0),
                     old: r.get(1),
-                    new_views: crate::catalog::views(client, &new_schema).await?,
+                    // The new version's views are the last thing start makes.
+                    new_views: if phase == Phase::Starting {
+                        Default::default()
+                    } else {
+                        crate::catalog::views(client, &new_schema).await?
+                    },
                     old_views: crate::catalog::views(client, &old_schema).await?,
                     new_schema,
                     old_schema,
@@ -317,11 +348,12 @@ pub async fn pin(
             &[&schema, &route, &version],
         )
         .await?;
-    client
-        .execute("SELECT pg_notify($1, $2)", &[&NOTIFY_CHANNEL, &schema])
-        .await?;
+    notify(client, schema).await?;
     Ok(())
 }
+
+/// How often each proxy publishes its sessions to `pgshift.sessions`.
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A proxy's sessions count as live while its heartbeat is younger than this.
 pub const SESSION_TTL_SECONDS: i32 = 5;
@@ -346,15 +378,55 @@ pub async fn live_sessions(
 ) -> Result<Vec<SessionRow>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT proxy, session_id, version, application_name, client_addr, since::text FROM pgshift.sessions
-             WHERE schema_name = $1 AND ($2::text IS NULL OR version = $2)
-               AND heartbeat_at > now() - make_interval(secs => $3)
-             ORDER BY proxy, session_id",
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM pgshift.sessions
+                 WHERE schema_name = $1 AND ($2::text IS NULL OR version = $2) AND {FRESH}
+                 ORDER BY proxy, session_id"
+            ),
             &[&schema, &version, &(SESSION_TTL_SECONDS as f64)],
         )
         .await?;
-    Ok(rows
-        .iter()
+    Ok(to_sessions(&rows))
+}
+
+/// The columns [`to_sessions`] reads, in order.
+const SESSION_COLUMNS: &str =
+    "proxy, session_id, version, application_name, client_addr, since::text";
+
+/// Rows of a proxy whose heartbeat is fresh; `$3` is [`SESSION_TTL_SECONDS`].
+const FRESH: &str = "heartbeat_at > now() - make_interval(secs => $3)";
+
+/// Live sessions of `version` that do not yet stand on `version_schema`,
+/// or whose proxy has not reported since `since` (a timestamptz as text).
+pub async fn sessions_off(
+    client: &impl GenericClient,
+    schema: &str,
+    version: &str,
+    version_schema: &str,
+    since: &str,
+) -> Result<Vec<SessionRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {SESSION_COLUMNS} FROM pgshift.sessions
+                 WHERE schema_name = $1 AND version = $2 AND {FRESH}
+                   AND (version_schema IS DISTINCT FROM $4 OR heartbeat_at < $5::text::timestamptz)
+                 ORDER BY proxy, session_id"
+            ),
+            &[
+                &schema,
+                &version,
+                &(SESSION_TTL_SECONDS as f64),
+                &version_schema,
+                &since,
+            ],
+        )
+        .await?;
+    Ok(to_sessions(&rows))
+}
+
+fn to_sessions(rows: &[tokio_postgres::Row]) -> Vec<SessionRow> {
+    rows.iter()
         .map(|r| SessionRow {
             proxy: r.get(0),
             session_id: r.get(1),
@@ -363,7 +435,7 @@ pub async fn live_sessions(
             client_addr: r.get(4),
             since: r.get(5),
         })
-        .collect())
+        .collect()
 }
 
 /// Asks the proxies to end `sessions` with `reason`, and tells them at once.

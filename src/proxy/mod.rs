@@ -3,6 +3,7 @@
 //! one upstream connection per session (session mode).
 
 mod cancel;
+mod placement;
 pub mod registry;
 mod relay;
 mod session;

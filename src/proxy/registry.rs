@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use dashmap::DashMap;
 use tokio::sync::Notify;
@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use crate::config::UpstreamConfig;
 
 /// How often the proxy publishes its sessions and reads kill requests.
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
+pub use crate::migrate::state::HEARTBEAT;
 
 /// One session pinned to a version.
 #[derive(Debug)]
@@ -23,11 +23,20 @@ pub struct SessionInfo {
     pub application_name: String,
     pub client_addr: String,
     pub since: SystemTime,
+    /// The version schema heading the session's search_path (`None`: the
+    /// physical schema); `start` waits until the old version's sessions
+    /// stand on its views.
+    version_schema: Mutex<Option<String>>,
     kill_reason: Mutex<Option<String>>,
     killed: Notify,
 }
 
 impl SessionInfo {
+    /// Records the version schema the session now stands on.
+    pub fn set_version_schema(&self, schema: Option<String>) {
+        *self.version_schema.lock().expect("not poisoned") = schema;
+    }
+
     /// Resolves with the reason once the session has been asked to end.
     pub async fn killed(&self) -> String {
         loop {
@@ -74,10 +83,11 @@ impl Registry {
         })
     }
 
-    /// Records a session pinned to `version`.
+    /// Records a session pinned to `version`, standing on `version_schema`.
     pub fn register(
         self: &Arc<Self>,
         version: String,
+        version_schema: Option<String>,
         application_name: String,
         client_addr: String,
     ) -> Registration {
@@ -87,6 +97,7 @@ impl Registry {
             application_name,
             client_addr,
             since: SystemTime::now(),
+            version_schema: Mutex::new(version_schema),
             kill_reason: Mutex::new(None),
             killed: Notify::new(),
         });
@@ -118,7 +129,9 @@ impl Registry {
         let mut apps = Vec::new();
         let mut addrs = Vec::new();
         let mut since = Vec::new();
+        let mut schemas = Vec::new();
         for entry in self.sessions.iter() {
+            schemas.push(entry.version_schema.lock().expect("not poisoned").clone());
             ids.push(*entry.key() as i64);
             versions.push(entry.version.clone());
             apps.push(entry.application_name.clone());
@@ -132,10 +145,11 @@ impl Registry {
         )
         .await?;
         tx.execute(
-            "INSERT INTO pgshift.sessions (proxy, session_id, schema_name, version, application_name, client_addr, since)
-             SELECT $1, s.id, $2, s.version, s.app, s.addr, s.since::timestamptz
-             FROM unnest($3::int8[], $4::text[], $5::text[], $6::text[], $7::text[]) AS s(id, version, app, addr, since)",
-            &[&self.proxy, &self.schema, &ids, &versions, &apps, &addrs, &since],
+            "INSERT INTO pgshift.sessions (proxy, session_id, schema_name, version, application_name, client_addr, since, version_schema)
+             SELECT $1, s.id, $2, s.version, s.app, s.addr, s.since::timestamptz, s.version_schema
+             FROM unnest($3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                  AS s(id, version, app, addr, since, version_schema)",
+            &[&self.proxy, &self.schema, &ids, &versions, &apps, &addrs, &since, &schemas],
         )
         .await?;
         let kills = tx

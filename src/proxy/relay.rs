@@ -3,6 +3,7 @@
 //! only message headers with [`FrameScanner`]. The two directions run
 //! concurrently in one task, so neither can block the other.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 use super::SessionError;
+use super::placement::Placement;
 use crate::wire::{self, FrameScanner, FrameVisitor, Want, WireError};
 
 /// Bytes asked of the kernel per read.
@@ -32,9 +34,15 @@ pub struct SessionState {
     client_at_boundary: AtomicBool,
     /// True once the last upstream message was an ErrorResponse.
     upstream_sent_error: AtomicBool,
-    /// Set while draining: ReadyForQuery then wakes [`SessionState::became_idle`].
+    /// Set while someone waits in [`SessionState::wait_idle`].
     watch_idle: AtomicBool,
     became_idle: Notify,
+    /// Set while the replies to a Query of pgshift's own (a session move)
+    /// are due: they are dropped instead of reaching the client.
+    swallowing: AtomicBool,
+    /// The error message that Query got, if any.
+    swallowed_error: Mutex<Option<String>>,
+    swallow_done: Notify,
 }
 
 impl SessionState {
@@ -71,12 +79,42 @@ impl SessionState {
         self.upstream_sent_error.load(Ordering::Relaxed)
     }
 
-    /// Waits until the session is idle.
+    /// Waits until the session is idle. Any number of tasks may wait.
     pub async fn wait_idle(&self) {
         self.watch_idle.store(true, Ordering::Relaxed);
-        while !self.idle() {
-            self.became_idle.notified().await;
+        loop {
+            let notified = self.became_idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.idle() {
+                return;
+            }
+            notified.await;
         }
+    }
+
+    /// Sends `query`, a simple Query of pgshift's own, and waits for its
+    /// ReadyForQuery; its replies never reach the client. Call only while
+    /// the session is idle and between two client messages. Errors: the
+    /// message of the query's ErrorResponse, or the write's failure.
+    async fn run_own_query<W: AsyncWrite + Unpin>(
+        &self,
+        upstream: &mut W,
+        query: &[u8],
+    ) -> Result<Result<(), String>, std::io::Error> {
+        let done = self.swallow_done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        self.swallowing.store(true, Ordering::Relaxed);
+        self.sync_points_sent.fetch_add(1, Ordering::Relaxed);
+        write_flush(upstream, query).await?;
+        done.await;
+        Ok(
+            match self.swallowed_error.lock().expect("not poisoned").take() {
+                Some(message) => Err(message),
+                None => Ok(()),
+            },
+        )
     }
 }
 
@@ -106,92 +144,15 @@ pub struct ClientLimits {
     pub message_timeout: Duration,
 }
 
-/// Rewrites the SQL of one session's Query and Parse messages for its
-/// version, caching by statement text.
-pub struct SessionRewriter {
-    rewriter: crate::rewrite::Rewriter,
-    /// Statement text → its replacement (`None`: unchanged).
-    cache: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Among texts the scan flagged: cache lookups that found the text, and
-    /// those that did not (texts the scan clears are neither parsed nor cached).
-    pub hits: u64,
-    pub misses: u64,
-}
-
-/// Entries a session's rewrite cache keeps before starting afresh.
-const REWRITE_CACHE_ENTRIES: usize = 1024;
-
-impl SessionRewriter {
-    /// A rewriter for a session of `view`'s version.
-    pub fn new(view: crate::rewrite::VersionView) -> Self {
-        SessionRewriter {
-            rewriter: crate::rewrite::Rewriter::new(view),
-            cache: std::collections::HashMap::new(),
-            hits: 0,
-            misses: 0,
-        }
-    }
-
-    /// The replacement for `sql`, if it changes. Text that is not UTF-8
-    /// (another client_encoding) goes unchanged.
-    fn rewrite(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
-        let text = std::str::from_utf8(sql).ok()?;
-        if !self.rewriter.may_need_rewrite(text) {
-            return None;
-        }
-        if let Some(hit) = self.cache.get(sql) {
-            self.hits += 1;
-            return hit.clone();
-        }
-        self.misses += 1;
-        let out = match self.rewriter.rewrite(text) {
-            Ok(crate::rewrite::Rewritten::Unchanged) => None,
-            Ok(crate::rewrite::Rewritten::Text(t)) => Some(t.into_bytes()),
-            Err(e) => Some(crate::rewrite::error_statement(&e.to_string()).into_bytes()),
-        };
-        if self.cache.len() >= REWRITE_CACHE_ENTRIES {
-            self.cache.clear();
-        }
-        self.cache.insert(sql.to_vec(), out.clone());
-        out
-    }
-
-    /// The rewritten frame for a whole Query or Parse frame, if it changes
-    /// ("Message Formats": Query is a string; Parse is a name, a string and
-    /// the parameter types).
-    fn rewrite_frame(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
-        let body = &frame[5..];
-        let (prefix, sql, rest) = match frame[0] {
-            b'Q' => {
-                let end = body.iter().position(|b| *b == 0)?;
-                (&body[..0], &body[..end], &body[end..])
-            }
-            b'P' => {
-                let name_end = body.iter().position(|b| *b == 0)? + 1;
-                let end = name_end + body[name_end..].iter().position(|b| *b == 0)?;
-                (&body[..name_end], &body[name_end..end], &body[end..])
-            }
-            _ => return None,
-        };
-        let new_sql = self.rewrite(sql)?;
-        let len = 4 + prefix.len() + new_sql.len() + rest.len();
-        let mut out = Vec::with_capacity(1 + len);
-        out.push(frame[0]);
-        out.extend_from_slice(&(len as u32).to_be_bytes());
-        out.extend_from_slice(prefix);
-        out.extend_from_slice(&new_sql);
-        out.extend_from_slice(rest);
-        Some(out)
-    }
-}
-
 /// Checks each frontend message header, counts requests, spots Terminate,
 /// and rewrites Query and Parse messages when the session has a rewriter.
 struct ClientFrames<'a> {
     state: &'a SessionState,
     limits: ClientLimits,
     terminated: bool,
-    rewriter: Option<&'a mut SessionRewriter>,
+    /// True after an extended-protocol message that no Sync has closed yet.
+    unsynced: bool,
+    placement: Option<&'a mut Placement>,
     /// (offset, length, replacement) of frames rewritten in the current scan.
     replacements: Vec<(usize, usize, Vec<u8>)>,
 }
@@ -214,18 +175,24 @@ impl FrameVisitor for ClientFrames<'_> {
         match tag {
             b'Q' | b'S' | b'F' => {
                 self.state.sync_points_sent.fetch_add(1, Ordering::Relaxed);
+                self.unsynced = false;
             }
             b'X' => self.terminated = true,
-            _ => {}
+            _ => self.unsynced = true,
         }
-        if self.rewriter.is_some() && matches!(tag, b'Q' | b'P') {
+        if matches!(tag, b'Q' | b'P')
+            && self
+                .placement
+                .as_ref()
+                .is_some_and(|p| p.rewriter.is_some())
+        {
             return Ok(Want::Whole);
         }
         Ok(Want::Header)
     }
 
     fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), SessionError> {
-        if let Some(rewriter) = self.rewriter.as_deref_mut()
+        if let Some(rewriter) = self.placement.as_mut().and_then(|p| p.rewriter.as_mut())
             && let Some(new) = rewriter.rewrite_frame(frame)
         {
             self.replacements.push((at, frame.len(), new));
@@ -235,14 +202,16 @@ impl FrameVisitor for ClientFrames<'_> {
 }
 
 /// Relays client bytes to the upstream until the client leaves or misbehaves.
-/// `buf` holds bytes the client sent before the relay began.
+/// `buf` holds bytes the client sent before the relay began. A session with
+/// a `placement` follows version changes between messages: its rewriter is
+/// swapped, and a pending move runs as soon as the session is idle.
 pub async fn client_to_upstream<R, W>(
     client: &mut R,
     upstream: &mut W,
     mut buf: BytesMut,
     state: &SessionState,
     limits: ClientLimits,
-    rewriter: Option<&mut SessionRewriter>,
+    placement: Option<&mut Placement>,
 ) -> RelayEnd
 where
     R: AsyncRead + Unpin,
@@ -253,10 +222,26 @@ where
         state,
         limits,
         terminated: false,
-        rewriter,
+        unsynced: false,
+        placement,
         replacements: Vec::new(),
     };
     loop {
+        if let Some(p) = frames.placement.as_deref_mut() {
+            p.refresh_if_changed();
+            if p.move_pending()
+                && buf.is_empty()
+                && !scanner.mid_frame(0)
+                && !frames.unsynced
+                && state.idle()
+                && let Some(query) = p.move_query()
+            {
+                match state.run_own_query(upstream, &query).await {
+                    Ok(outcome) => p.moved(outcome),
+                    Err(e) => return RelayEnd::UpstreamIo(e),
+                }
+            }
+        }
         if !buf.is_empty() {
             let ready = match scanner.scan(&buf, &mut frames) {
                 Ok(n) => n,
@@ -289,6 +274,14 @@ where
                     ));
                 }
             }
+        } else if let Some(p) = frames.placement.as_deref_mut() {
+            // Reading is cancel-safe: a branch that wins loses no client byte.
+            let must_move = p.move_pending() && !frames.unsynced;
+            tokio::select! {
+                read = client.read_buf(&mut buf) => read,
+                () = p.changed() => continue,
+                () = state.wait_idle(), if must_move && !state.idle() => continue,
+            }
         } else {
             client.read_buf(&mut buf).await
         };
@@ -300,16 +293,29 @@ where
     }
 }
 
-/// Watches ReadyForQuery and ErrorResponse headers on their way to the client.
+/// Watches ReadyForQuery and ErrorResponse headers on their way to the
+/// client, and drops the replies to pgshift's own queries.
 struct UpstreamFrames<'a> {
     state: &'a SessionState,
+    /// (offset, length, nothing) of the frames dropped in the current scan.
+    dropped: Vec<(usize, usize, Vec<u8>)>,
 }
+
+/// The replies a simple Query of pgshift's own gets ("Simple Query"):
+/// RowDescription, DataRow, CommandComplete, EmptyQueryResponse,
+/// ErrorResponse and ReadyForQuery. Asynchronous messages (NoticeResponse,
+/// NotificationResponse, ParameterStatus) still reach the client.
+const OWN_QUERY_REPLIES: &[u8] = b"TDCIEZ";
 
 impl FrameVisitor for UpstreamFrames<'_> {
     type Error = WireError;
 
     fn header(&mut self, tag: u8, _len: u32) -> Result<Want, WireError> {
-        self.state
+        let state = self.state;
+        if state.swallowing.load(Ordering::Relaxed) && OWN_QUERY_REPLIES.contains(&tag) {
+            return Ok(Want::Whole);
+        }
+        state
             .upstream_sent_error
             .store(tag == b'E', Ordering::Relaxed);
         Ok(if tag == b'Z' {
@@ -319,14 +325,29 @@ impl FrameVisitor for UpstreamFrames<'_> {
         })
     }
 
-    fn frame(&mut self, _at: usize, frame: &[u8]) -> Result<(), WireError> {
+    fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), WireError> {
+        let state = self.state;
+        let own = state.swallowing.load(Ordering::Relaxed);
+        if own {
+            self.dropped.push((at, frame.len(), Vec::new()));
+            if frame[0] == b'E' {
+                *state.swallowed_error.lock().expect("not poisoned") =
+                    Some(wire::error_message(frame));
+            }
+            if frame[0] != b'Z' {
+                return Ok(());
+            }
+        }
         // ReadyForQuery: 'Z', Int32(5), Byte1(status).
         let status = frame.get(5).copied().unwrap_or(b'I');
-        let state = self.state;
         state.transaction_status.store(status, Ordering::Relaxed);
         state.ready_received.fetch_add(1, Ordering::Relaxed);
+        if own {
+            state.swallowing.store(false, Ordering::Relaxed);
+            state.swallow_done.notify_one();
+        }
         if state.watch_idle.load(Ordering::Relaxed) && state.idle() {
-            state.became_idle.notify_one();
+            state.became_idle.notify_waiters();
         }
         Ok(())
     }
@@ -345,7 +366,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut scanner = FrameScanner::default();
-    let mut frames = UpstreamFrames { state };
+    let mut frames = UpstreamFrames {
+        state,
+        dropped: Vec::new(),
+    };
     loop {
         if !buf.is_empty() {
             let ready = match scanner.scan(&buf, &mut frames) {
@@ -359,7 +383,14 @@ where
             };
             if ready > 0 {
                 state.client_at_boundary.store(false, Ordering::Relaxed);
-                if let Err(e) = write_flush(client, &buf[..ready]).await {
+                let written = if frames.dropped.is_empty() {
+                    write_flush(client, &buf[..ready]).await
+                } else {
+                    let kept = splice(&buf[..ready], &frames.dropped);
+                    frames.dropped.clear();
+                    write_flush(client, &kept).await
+                };
+                if let Err(e) = written {
                     return RelayEnd::ClientIo(e);
                 }
                 buf.advance(ready);

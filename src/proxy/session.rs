@@ -9,6 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
+use super::placement::Placement;
 use super::relay::{self, ClientLimits, RelayEnd, SessionState};
 use super::startup::{self, Ended, Established};
 use super::{Phase, SessionError, Shared};
@@ -45,13 +46,20 @@ pub async fn serve(
         .cloned()
         .unwrap_or_default();
     let tls = established.client.is_tls();
-    let version = established.version.clone().unwrap_or_default();
+    let version = established
+        .route
+        .as_ref()
+        .map(|r| r.version.clone())
+        .unwrap_or_default();
     tracing::info!(client = %peer, %user, %database, %application_name, tls, %version, "connection opened");
 
-    let registration = established.version.clone().map(|version| {
-        shared
-            .registry
-            .register(version, application_name.clone(), peer.to_string())
+    let registration = established.route.as_ref().map(|route| {
+        shared.registry.register(
+            route.version.clone(),
+            route.version_schema.clone(),
+            application_name.clone(),
+            peer.to_string(),
+        )
     });
     let (reason, state, rewrites) =
         relay_session(&shared, established, registration.as_ref()).await;
@@ -106,10 +114,18 @@ async fn relay_session(
         upstream_buf,
         cancel_key,
         permit: _permit,
-        view,
+        route,
         ..
     } = established;
-    let mut rewriter = view.map(relay::SessionRewriter::new);
+    let mut placement = route.map(|route| {
+        Placement::new(
+            route.version,
+            route.version_schema,
+            route.view,
+            shared.versions.subscribe(),
+            registration.map(|r| Arc::clone(&r.info)),
+        )
+    });
     let state = SessionState::new();
     let limits = ClientLimits {
         max_message_length: shared.config.max_message_length,
@@ -120,7 +136,7 @@ async fn relay_session(
     let mut phase = shared.phase.clone();
 
     let end = tokio::select! {
-        end = relay::client_to_upstream(&mut client_read, &mut upstream_write, client_buf, &state, limits, rewriter.as_mut()) => End::Relay(end),
+        end = relay::client_to_upstream(&mut client_read, &mut upstream_write, client_buf, &state, limits, placement.as_mut()) => End::Relay(end),
         end = relay::upstream_to_client(&mut upstream_read, &mut client_write, upstream_buf, &state) => End::Relay(end),
         phase = shutdown_point(&mut phase, &state) => End::Shutdown(phase),
         reason = killed(registration) => End::Killed(reason),
@@ -162,7 +178,10 @@ async fn relay_session(
         let _ = upstream_write.shutdown().await;
     }
     let _ = client_write.shutdown().await;
-    let rewrites = rewriter.map(|r| (r.hits, r.misses)).unwrap_or_default();
+    let rewrites = placement
+        .and_then(|p| p.rewriter)
+        .map(|r| (r.hits, r.misses))
+        .unwrap_or_default();
     (reason, state, rewrites)
 }
 

@@ -38,10 +38,9 @@ pub struct Established {
     pub cancel_key: Option<CancelKey>,
     /// The session's place under `max_clients`.
     pub permit: OwnedSemaphorePermit,
-    /// The schema version the session is pinned to, when the versions are known.
-    pub version: Option<String>,
-    /// While a migration runs: the version's views, for the rewriter.
-    pub view: Option<crate::rewrite::VersionView>,
+    /// The session's version, version schema and view map, when the
+    /// versions are known (its `startup` has been sent).
+    pub route: Option<crate::routing::Route>,
 }
 
 /// How a connection that never became a session ended.
@@ -113,7 +112,7 @@ pub async fn handshake(
         }
     };
 
-    let (startup, version, view) = match route(shared, &raw, &params) {
+    let (startup, route) = match route(shared, &raw, &params).await {
         Ok(routed) => routed,
         Err(e) => return Err(fail(&mut client, e).await),
     };
@@ -141,8 +140,7 @@ pub async fn handshake(
             params,
             cancel_key: auth.cancel_key,
             permit,
-            version,
-            view,
+            route,
         }),
         Ok(Err(AuthError::Refused)) => Err(Ended::Refused),
         Ok(Err(AuthError::Session(e))) | Err(e) => {
@@ -152,23 +150,21 @@ pub async fn handshake(
     }
 }
 
-/// The startup packet to send upstream, the session's version and (during a
-/// migration) its view map, as
+/// The startup packet to send upstream and the session's route, as
 /// [`crate::routing::route`] decides from the latest known versions.
-fn route(
+async fn route(
     shared: &Shared,
     raw: &Bytes,
     params: &std::collections::BTreeMap<String, String>,
-) -> Result<(Bytes, Option<String>, Option<crate::rewrite::VersionView>), SessionError> {
-    match shared.versions.snapshot() {
+) -> Result<(Bytes, Option<crate::routing::Route>), SessionError> {
+    // A proxy that has just started reads the versions within milliseconds;
+    // one that cannot read them serves sessions without routing.
+    match shared.versions.loaded(shared.config.connect_timeout).await {
         Some(versions) => {
-            let routed = crate::routing::route(raw, &versions, &shared.config.routes)
+            let mut routed = crate::routing::route(raw, &versions, &shared.config.routes)
                 .map_err(SessionError::Routing)?;
-            Ok((
-                routed.startup.unwrap_or_else(|| raw.clone()),
-                Some(routed.version),
-                routed.view,
-            ))
+            let startup = routed.startup.take().unwrap_or_else(|| raw.clone());
+            Ok((startup, Some(routed)))
         }
         None => {
             let asks = params.contains_key(crate::routing::VERSION_SETTING)
@@ -178,7 +174,7 @@ fn route(
             if asks {
                 Err(SessionError::VersionsUnavailable)
             } else {
-                Ok((raw.clone(), None, None))
+                Ok((raw.clone(), None))
             }
         }
     }

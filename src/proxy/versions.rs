@@ -2,12 +2,14 @@
 //! upstream that LISTENs on the migrator's channel and reloads the versions
 //! on every NOTIFY (and every few seconds in case one was missed), so a
 //! migration's start or end reaches every proxy at once. Sessions read the
-//! latest snapshot at startup without waiting.
+//! latest snapshot at startup without waiting, and subscribe to follow the
+//! changes that move them (onto the old version's views at a start; off the
+//! rewrites when the migration ends).
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::UpstreamConfig;
 use crate::migrate::state;
@@ -16,28 +18,59 @@ use crate::routing::Versions;
 /// How long a snapshot may go without a reload when no NOTIFY arrives.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
-/// The latest known versions; `None` until the first load succeeds.
-#[derive(Debug, Default)]
+/// A snapshot of the versions as sessions see it; `None` until the first
+/// load succeeds.
+pub type Snapshot = Option<Arc<Versions>>;
+
+/// The latest known versions.
+#[derive(Debug)]
 pub struct VersionWatch {
-    latest: RwLock<Option<Arc<Versions>>>,
+    latest: watch::Sender<Snapshot>,
+}
+
+impl Default for VersionWatch {
+    fn default() -> Self {
+        VersionWatch {
+            latest: watch::Sender::new(None),
+        }
+    }
 }
 
 impl VersionWatch {
     /// The latest snapshot, or `None` when the versions were never read.
-    pub fn snapshot(&self) -> Option<Arc<Versions>> {
-        self.latest.read().expect("not poisoned").clone()
+    pub fn snapshot(&self) -> Snapshot {
+        self.latest.borrow().clone()
+    }
+
+    /// The latest snapshot, waiting up to `limit` for the first load (a
+    /// proxy that has just started); `None` when the versions stay unknown.
+    pub async fn loaded(&self, limit: Duration) -> Snapshot {
+        let mut rx = self.latest.subscribe();
+        match tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(snapshot)) => snapshot.clone(),
+            _ => None,
+        }
+    }
+
+    /// A receiver that wakes when the versions change (not on reloads that
+    /// find them unchanged).
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.latest.subscribe()
     }
 
     fn set(&self, versions: Versions) {
-        let mut latest = self.latest.write().expect("not poisoned");
-        if latest.as_deref() != Some(&versions) {
+        self.latest.send_if_modified(|latest| {
+            if latest.as_deref() == Some(&versions) {
+                return false;
+            }
             tracing::info!(
                 current = %versions.current,
-                migration = ?versions.migration.as_ref().map(|m| (&m.old, &m.new)),
+                migration = ?versions.migration.as_ref().map(|m| (&m.old, &m.new, m.phase)),
                 "schema versions changed"
             );
-        }
-        *latest = Some(Arc::new(versions));
+            *latest = Some(Arc::new(versions));
+            true
+        });
     }
 }
 

@@ -24,6 +24,7 @@ fn during_migration() -> Versions {
         current: "01_a".into(),
         pins: BTreeMap::new(),
         migration: Some(Migration {
+            phase: Phase::Active,
             old: "01_a".into(),
             old_schema: "public_01_a".into(),
             new: "02 b".into(),
@@ -65,6 +66,7 @@ fn without_a_migration_the_packet_is_untouched() {
             route,
             Route {
                 version: "01_a".into(),
+                version_schema: None,
                 startup: None,
                 view: None,
             }
@@ -188,5 +190,56 @@ fn routes_follow_their_pins_and_stale_pins_are_refused() {
     assert!(
         matches!(err, RoutingError::StalePin { ref route, .. } if route == "blue"),
         "{err}"
+    );
+}
+
+fn in_phase(phase: Phase) -> Versions {
+    let mut versions = during_migration();
+    versions.migration.as_mut().unwrap().phase = phase;
+    versions
+}
+
+#[test]
+fn while_starting_only_the_old_version_is_live_and_stands_on_its_views() {
+    let versions = in_phase(Phase::Starting);
+    let route = route_(&startup(&[("user", "u")]), &versions).unwrap();
+    assert_eq!(
+        (route.version.as_str(), route.version_schema.as_deref()),
+        ("01_a", Some("public_01_a"))
+    );
+    assert!(
+        options_of(route.startup.as_ref().unwrap())
+            .contains(&"search_path=\"public_01_a\", \"$user\", \"public\"".to_string())
+    );
+    let err = route_(
+        &startup(&[("user", "u"), ("pgshift.version", "02 b")]),
+        &versions,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        RoutingError::UnknownVersion {
+            requested: "02 b".into(),
+            existing: vec!["01_a".into()]
+        }
+    );
+    assert_eq!(in_phase(Phase::RollingBack).live(), versions.live());
+}
+
+#[test]
+fn while_completing_new_sessions_get_the_new_version() {
+    let versions = in_phase(Phase::Completing);
+    let route = route_(&startup(&[("user", "u")]), &versions).unwrap();
+    assert_eq!(route.version, "02 b");
+    assert_eq!(versions.placement("01_a"), (None, None));
+    let (schema, view) = versions.placement("02 b");
+    assert_eq!(schema.as_deref(), Some("public_02 b"));
+    assert_eq!(view.unwrap().version_schema, "public_02 b");
+    assert!(
+        route_(
+            &startup(&[("user", "u"), ("pgshift.version", "01_a")]),
+            &versions
+        )
+        .is_err()
     );
 }

@@ -124,11 +124,8 @@ async fn lab(
     let file = dir.path().join("01_accounts.json");
     std::fs::write(&file, MIGRATION).unwrap();
     let settings = Settings {
-        database_url: env.direct_url(),
-        schema: "public".into(),
-        lock_timeout: Duration::from_millis(500),
         batch_size,
-        batch_delay: Duration::ZERO,
+        ..Settings::new(env.direct_url())
     };
     let m = Migrator::connect(settings).await.unwrap();
     (env, m, dir, file)
@@ -267,46 +264,6 @@ async fn blue_green_rollback_path_without_a_client_error() {
     scenario(false).await;
 }
 
-/// pgbench with a custom script (`-f`) through the proxy; returns its output
-/// and whether it succeeded. pgbench aborts a client at its first error.
-async fn pgbench_script(
-    env: &Env,
-    app: &str,
-    script: &str,
-    seconds: u32,
-    dir: &std::path::Path,
-) -> (bool, String) {
-    let path = dir.join(format!("{app}.sql"));
-    std::fs::write(&path, script).unwrap();
-    let out = tokio::process::Command::new(harness::pg_program(env, "pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &env.proxy.port().to_string(),
-            "-U",
-            "postgres",
-            "-n",
-            "-c",
-            "2",
-            "-j",
-            "1",
-        ])
-        .args(["-T", &seconds.to_string(), "-f"])
-        .arg(&path)
-        .arg("postgres")
-        .env("PGAPPNAME", app)
-        .output()
-        .await
-        .expect("pgbench must be installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success() && !text.contains("aborted"), text)
-}
-
 const BLUE_SCRIPT: &str = "\\set id random(1, 20000)
 SELECT name, rating FROM accounts WHERE id = :id;
 INSERT INTO accounts (name, rating) VALUES ('blue bench', '3');
@@ -322,12 +279,13 @@ async fn pgbench_scenario(complete: bool) {
     // Blue runs from before the migration until it is drained (its run ends).
     let blue = {
         let (env_ref, dir_ref) = (&env, dir.path());
-        pgbench_script(
+        harness::pgbench_script(
             env_ref,
             "shop-blue",
             BLUE_SCRIPT,
             if complete { 6 } else { 12 },
             dir_ref,
+            &[],
         )
     };
     let operator = async {
@@ -335,7 +293,8 @@ async fn pgbench_scenario(complete: bool) {
         m.start(&file, false).await.unwrap();
         m.pin("green", "01_accounts").await.unwrap();
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        let green = pgbench_script(&env, "shop-green", GREEN_SCRIPT, 3, dir.path()).await;
+        let green =
+            harness::pgbench_script(&env, "shop-green", GREEN_SCRIPT, 3, dir.path(), &[]).await;
         finish_when_drained(&mut m, complete).await;
         green
     };

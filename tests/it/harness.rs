@@ -182,6 +182,49 @@ pub fn pg_program(env: &Env, name: &str) -> PathBuf {
     }
 }
 
+/// pgbench with a custom script (`-f`) through the proxy, 2 clients for
+/// `seconds`, with `extra` arguments (`-M prepared`). Returns whether it
+/// succeeded and its output. pgbench aborts a client at its first error.
+pub async fn pgbench_script(
+    env: &Env,
+    app: &str,
+    script: &str,
+    seconds: u32,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (bool, String) {
+    let path = dir.join(format!("{app}.sql"));
+    std::fs::write(&path, script).unwrap();
+    let out = tokio::process::Command::new(pg_program(env, "pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &env.proxy.port().to_string(),
+            "-U",
+            "postgres",
+            "-n",
+            "-c",
+            "2",
+            "-j",
+            "1",
+        ])
+        .args(extra)
+        .args(["-T", &seconds.to_string(), "-f"])
+        .arg(&path)
+        .arg("postgres")
+        .env("PGAPPNAME", app)
+        .output()
+        .await
+        .expect("pgbench must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success() && !text.contains("aborted"), text)
+}
+
 /// One backend message: type byte and body.
 #[derive(Debug, Clone)]
 pub struct Msg {

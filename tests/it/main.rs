@@ -11,6 +11,7 @@ mod hostile;
 mod large;
 mod limits;
 mod migrate;
+mod moves;
 mod protocol;
 mod routing;
 mod shutdown;

@@ -46,11 +46,8 @@ impl Lab {
 
     pub fn settings(&self) -> Settings {
         Settings {
-            database_url: self.cluster.url("postgres"),
-            schema: "public".into(),
-            lock_timeout: Duration::from_millis(500),
             batch_size: 100,
-            batch_delay: Duration::ZERO,
+            ..Settings::new(self.cluster.url("postgres"))
         }
     }
 
@@ -716,12 +713,29 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
     settings.batch_size = 50;
     settings.batch_delay = Duration::from_millis(20);
     let mut slow = Migrator::connect(settings).await.unwrap();
-    // Stop the command mid-backfill, as a crash would (its connection closes).
-    let interrupted =
-        tokio::time::timeout(Duration::from_millis(700), slow.start(&file, false)).await;
-    assert!(interrupted.is_err(), "the backfill should still be running");
-    drop(slow);
     let admin = lab.admin().await;
+    // Stop the command mid-backfill, as a crash would (its connection closes).
+    let progress = async {
+        loop {
+            let done: Option<i64> = admin
+                .query_opt(
+                    "SELECT rows_done FROM pgshift.backfill WHERE table_name = 'big'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .map(|r| r.get(0));
+            if done.is_some_and(|n| n >= 500) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        finished = slow.start(&file, false) => panic!("the backfill should still be running: {finished:?}"),
+        () = progress => {}
+    }
+    drop(slow);
     let row = admin
         .query_one(
             "SELECT rows_done, batches, done FROM pgshift.backfill WHERE table_name = 'big'",

@@ -19,13 +19,7 @@ const MIGRATION: &str = r#"{"operations": [
 ]}"#;
 
 fn settings(env: &Env) -> Settings {
-    Settings {
-        database_url: env.direct_url(),
-        schema: "public".into(),
-        lock_timeout: Duration::from_millis(500),
-        batch_size: 1000,
-        batch_delay: Duration::ZERO,
-    }
+    Settings::new(env.direct_url())
 }
 
 fn versioned_url(env: &Env, version: &str) -> String {

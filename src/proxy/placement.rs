@@ -1,0 +1,227 @@
+//! Keeps a live session on its version while migrations come and go. A
+//! session that connected with no migration running stands on the physical
+//! tables; when a `start` has built the old version's views, the session is
+//! moved onto them (its search_path gets the version schema first) at its
+//! first moment outside a transaction, before any physical table changes.
+//! Its statements are rewritten against its version's views while the
+//! migration runs, and go through untouched once it has ended (design.md,
+//! "The migration lifecycle").
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::registry::SessionInfo;
+use super::versions::Snapshot;
+use crate::quote;
+use crate::routing::VERSION_SETTING;
+
+/// Where one session stands, and how it follows version changes.
+pub struct Placement {
+    /// The version the session is pinned to; it never changes.
+    version: String,
+    /// The version schema that heads the session's search_path, as pgshift
+    /// set it (`None`: the physical schema).
+    on: Option<String>,
+    /// The version schema the session must move onto at its next idle point.
+    pending_move: Option<String>,
+    versions: watch::Receiver<Snapshot>,
+    /// False once the version watch has gone (the proxy is stopping).
+    watching: bool,
+    /// Set while a migration runs and the session's version has views.
+    pub rewriter: Option<SessionRewriter>,
+    /// The registry's record of the session, which publishes `on`.
+    info: Option<Arc<SessionInfo>>,
+}
+
+impl Placement {
+    /// A session pinned to `version`, standing on `on`, rewritten against
+    /// `view`, following `versions` from the snapshot it was routed with.
+    pub fn new(
+        version: String,
+        on: Option<String>,
+        view: Option<crate::rewrite::VersionView>,
+        mut versions: watch::Receiver<Snapshot>,
+        info: Option<Arc<SessionInfo>>,
+    ) -> Placement {
+        // The session was routed with the snapshot current at its startup;
+        // a change since then is applied at the relay's first turn.
+        versions.mark_changed();
+        Placement {
+            version,
+            on,
+            pending_move: None,
+            versions,
+            watching: true,
+            rewriter: view.map(SessionRewriter::new),
+            info,
+        }
+    }
+
+    /// Waits for the versions to change, then applies the change: the
+    /// rewriter follows the session's version's views, and a session on
+    /// the physical tables gets a pending move. Never resolves once the
+    /// watch has gone.
+    pub async fn changed(&mut self) {
+        if !self.watching || self.versions.changed().await.is_err() {
+            self.watching = false;
+            return std::future::pending().await;
+        }
+        self.refresh();
+    }
+
+    /// Applies the latest snapshot, if it changed since the last look.
+    pub fn refresh_if_changed(&mut self) {
+        if self.watching && self.versions.has_changed().unwrap_or(false) {
+            self.refresh();
+        }
+    }
+
+    fn refresh(&mut self) {
+        let Some(versions) = self.versions.borrow_and_update().clone() else {
+            return;
+        };
+        let (target, view) = versions.placement(&self.version);
+        if self.rewriter.as_ref().map(|r| r.rewriter.view()) != view.as_ref() {
+            let counts = self
+                .rewriter
+                .as_ref()
+                .map_or((0, 0), |r| (r.hits, r.misses));
+            self.rewriter = view.map(|view| {
+                let mut rewriter = SessionRewriter::new(view);
+                (rewriter.hits, rewriter.misses) = counts;
+                rewriter
+            });
+        }
+        // A schema that is gone (after a rollback) costs nothing on the
+        // search_path; only a schema to stand on needs a move.
+        self.pending_move = target.filter(|t| self.on.as_ref() != Some(t));
+    }
+
+    /// True while the session should move at its next idle point.
+    pub fn move_pending(&self) -> bool {
+        self.pending_move.is_some()
+    }
+
+    /// The simple Query that moves the session: its version schema goes first
+    /// on the search_path it has now, and `pgshift.version` names its
+    /// version. Its replies (one row, CommandComplete, ReadyForQuery) are
+    /// pgshift's, not the client's.
+    pub fn move_query(&self) -> Option<Vec<u8>> {
+        let schema = self.pending_move.as_ref()?;
+        let head = quote::literal(&quote::ident(schema));
+        let sql = format!(
+            "SELECT pg_catalog.set_config('search_path', CASE pg_catalog.current_setting('search_path') \
+             WHEN '' THEN {head} ELSE {head} || ', ' || pg_catalog.current_setting('search_path') END, false), \
+             pg_catalog.set_config({}, {}, false)",
+            quote::literal(VERSION_SETTING),
+            quote::literal(&self.version)
+        );
+        let mut frame = Vec::with_capacity(sql.len() + 6);
+        frame.push(b'Q');
+        frame.extend_from_slice(&(sql.len() as u32 + 5).to_be_bytes());
+        frame.extend_from_slice(sql.as_bytes());
+        frame.push(0);
+        Some(frame)
+    }
+
+    /// Records the outcome of the move [`Placement::move_query`] asked for:
+    /// on success the session stands on its version schema (and the
+    /// registry says so); a failure is logged and not retried.
+    pub fn moved(&mut self, outcome: Result<(), String>) {
+        let Some(schema) = self.pending_move.take() else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(version = %self.version, version_schema = %schema, "session moved onto its version's views");
+                if let Some(info) = &self.info {
+                    info.set_version_schema(Some(schema.clone()));
+                }
+                self.on = Some(schema);
+            }
+            Err(e) => {
+                tracing::warn!(version = %self.version, version_schema = %schema, error = %e, "could not move the session onto its version's views")
+            }
+        }
+    }
+}
+
+/// Rewrites the SQL of one session's Query and Parse messages for its
+/// version, caching by statement text.
+pub struct SessionRewriter {
+    rewriter: crate::rewrite::Rewriter,
+    /// Statement text → its replacement (`None`: unchanged).
+    cache: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Among texts the scan flagged: cache lookups that found the text, and
+    /// those that did not (texts the scan clears are neither parsed nor cached).
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// Entries a session's rewrite cache keeps before starting afresh.
+const REWRITE_CACHE_ENTRIES: usize = 1024;
+
+impl SessionRewriter {
+    /// A rewriter for a session of `view`'s version.
+    pub fn new(view: crate::rewrite::VersionView) -> Self {
+        SessionRewriter {
+            rewriter: crate::rewrite::Rewriter::new(view),
+            cache: std::collections::HashMap::new(),
+            hits: 0,
+            misses: 0,
+        }
+    }
+
+    /// The replacement for `sql`, if it changes. Text that is not UTF-8
+    /// (another client_encoding) goes unchanged.
+    fn rewrite(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(sql).ok()?;
+        if !self.rewriter.may_need_rewrite(text) {
+            return None;
+        }
+        if let Some(hit) = self.cache.get(sql) {
+            self.hits += 1;
+            return hit.clone();
+        }
+        self.misses += 1;
+        let out = match self.rewriter.rewrite(text) {
+            Ok(crate::rewrite::Rewritten::Unchanged) => None,
+            Ok(crate::rewrite::Rewritten::Text(t)) => Some(t.into_bytes()),
+            Err(e) => Some(crate::rewrite::error_statement(&e.to_string()).into_bytes()),
+        };
+        if self.cache.len() >= REWRITE_CACHE_ENTRIES {
+            self.cache.clear();
+        }
+        self.cache.insert(sql.to_vec(), out.clone());
+        out
+    }
+
+    /// The rewritten frame for a whole Query or Parse frame, if it changes
+    /// ("Message Formats": Query is a string; Parse is a name, a string and
+    /// the parameter types).
+    pub fn rewrite_frame(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
+        let body = &frame[5..];
+        let (prefix, sql, rest) = match frame[0] {
+            b'Q' => {
+                let end = body.iter().position(|b| *b == 0)?;
+                (&body[..0], &body[..end], &body[end..])
+            }
+            b'P' => {
+                let name_end = body.iter().position(|b| *b == 0)? + 1;
+                let end = name_end + body[name_end..].iter().position(|b| *b == 0)?;
+                (&body[..name_end], &body[name_end..end], &body[end..])
+            }
+            _ => return None,
+        };
+        let new_sql = self.rewrite(sql)?;
+        let len = 4 + prefix.len() + new_sql.len() + rest.len();
+        let mut out = Vec::with_capacity(1 + len);
+        out.push(frame[0]);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(&new_sql);
+        out.extend_from_slice(rest);
+        Some(out)
+    }
+}
