@@ -367,10 +367,14 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let result = runtime.block_on(async {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let addr = listener.local_addr()?;
+        let mut listeners = Vec::new();
+        for addr in &config.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            listeners.push(listener);
+        }
+        let addr = listeners[0].local_addr()?;
         let upstream = config.upstream.as_ref().expect("set above");
         let user = upstream.user.as_deref().unwrap_or("postgres");
         let dbname = upstream.dbname.as_deref().unwrap_or(user);
@@ -383,7 +387,7 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         let mut stdout = std::io::stdout().lock();
         let _ = std::io::Write::write_all(&mut stdout, banner.as_bytes()).and_then(|()| std::io::Write::flush(&mut stdout));
         drop(stdout);
-        proxy::run(listener, config, shutdown_signal()).await?;
+        proxy::run(listeners, config, shutdown_signal()).await?;
         anyhow::Ok(())
     });
     drop(throwaway);

@@ -209,8 +209,9 @@ pub enum LogFormat {
 /// or [`ProxyConfig::resolve`] from the layered sources.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// Address the client listener binds to.
-    pub listen: SocketAddr,
+    /// Addresses the client listeners bind to (at least one); routes can
+    /// match the port a client came in on.
+    pub listen: Vec<SocketAddr>,
     /// The Postgres that sessions are relayed to. `None` only before the CLI
     /// has started a throwaway cluster.
     pub upstream: Option<UpstreamConfig>,
@@ -243,7 +244,7 @@ impl ProxyConfig {
     /// Settings with every default and the given listener and upstream.
     pub fn new(listen: SocketAddr, upstream: Option<UpstreamConfig>) -> Self {
         ProxyConfig {
-            listen,
+            listen: vec![listen],
             upstream,
             tls: None,
             max_clients: 1000,
@@ -272,17 +273,25 @@ impl ProxyConfig {
         let listen_raw = merged
             .listen
             .unwrap_or_else(|| "127.0.0.1:6432".to_string());
-        let listen = listen_raw.parse().map_err(|e| ConfigError::Invalid {
-            setting: "listen",
-            value: listen_raw.clone(),
-            reason: format!("{e}; expected HOST:PORT such as 127.0.0.1:6432"),
-        })?;
+        let listen = listen_raw
+            .split(',')
+            .map(|one| {
+                one.trim().parse().map_err(|e| ConfigError::Invalid {
+                    setting: "listen",
+                    value: listen_raw.clone(),
+                    reason: format!(
+                        "{e}; expected HOST:PORT such as 127.0.0.1:6432, or several separated by commas"
+                    ),
+                })
+            })
+            .collect::<Result<Vec<SocketAddr>, _>>()?;
         let upstream = merged
             .upstream
             .as_deref()
             .map(UpstreamConfig::from_url)
             .transpose()?;
-        let mut config = ProxyConfig::new(listen, upstream);
+        let mut config = ProxyConfig::new(listen[0], upstream);
+        config.listen = listen;
         config.tls = match (merged.tls_cert, merged.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -355,7 +364,8 @@ impl ProxyConfig {
 #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySettings {
-    /// Address to listen on [default: 127.0.0.1:6432]
+    /// Address to listen on, or several separated by commas (routes can match
+    /// the port) [default: 127.0.0.1:6432]
     #[arg(long, env = "PGSHIFT_LISTEN")]
     pub listen: Option<String>,
     /// Upstream Postgres URL; without one, a throwaway local cluster is started

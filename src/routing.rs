@@ -28,9 +28,9 @@ pub struct Versions {
     pub pins: BTreeMap<String, String>,
 }
 
-/// A configured route: clients whose startup parameters match every field
-/// given belong to it. The first matching rule wins.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+/// A configured route: clients whose startup parameters (and listener port)
+/// match every field given belong to it. The first matching rule wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
     /// The route's name, as `pgshift pin` uses it (`blue`, `green`).
@@ -38,10 +38,12 @@ pub struct RouteRule {
     pub application_name: Option<String>,
     pub user: Option<String>,
     pub database: Option<String>,
+    /// The port of the proxy listener the client came in on.
+    pub port: Option<u16>,
 }
 
 impl RouteRule {
-    fn matches(&self, params: &[(Vec<u8>, Vec<u8>)]) -> bool {
+    fn matches(&self, params: &[(Vec<u8>, Vec<u8>)], port: Option<u16>) -> bool {
         let get = |key: &str| {
             params
                 .iter()
@@ -56,6 +58,7 @@ impl RouteRule {
         fits(&self.application_name, get("application_name"))
             && fits(&self.user, user)
             && fits(&self.database, database)
+            && self.port.is_none_or(|p| Some(p) == port)
     }
 }
 
@@ -199,12 +202,18 @@ pub struct Route {
 
 /// Decides the version of a session from its raw StartupMessage (length
 /// word included), the live versions and the configured route rules: the
-/// client's request, else its route's pin, else the default route. The packet sent upstream carries,
+/// client's request, else its route's pin, else the default route; `port`
+/// is the listener port the client came in on. The packet sent upstream carries,
 /// in `options`, `-c pgshift.version=<version>` and a `search_path` with the
 /// version schema first, then the client's own search_path (or Postgres's
 /// default, `"$user", <schema>`). The client's own `pgshift.version`
 /// request is removed from what reaches Postgres.
-pub fn route(raw: &[u8], versions: &Versions, rules: &[RouteRule]) -> Result<Route, RoutingError> {
+pub fn route(
+    raw: &[u8],
+    versions: &Versions,
+    rules: &[RouteRule],
+    port: Option<u16>,
+) -> Result<Route, RoutingError> {
     let mut params = parse_params(raw).ok_or(RoutingError::Malformed)?;
     let mut requested = None;
     if let Some(i) = params
@@ -253,12 +262,15 @@ pub fn route(raw: &[u8], versions: &Versions, rules: &[RouteRule]) -> Result<Rou
             });
         }
         None => {
-            let pinned = rules.iter().find(|r| r.matches(&params)).and_then(|r| {
-                versions
-                    .pins
-                    .get(&r.name)
-                    .map(|v| (r.name.clone(), v.clone()))
-            });
+            let pinned = rules
+                .iter()
+                .find(|r| r.matches(&params, port))
+                .and_then(|r| {
+                    versions
+                        .pins
+                        .get(&r.name)
+                        .map(|v| (r.name.clone(), v.clone()))
+                });
             match pinned {
                 Some((_, version)) if live.contains_key(&version) => version,
                 Some((route, version)) => {

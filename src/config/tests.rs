@@ -67,10 +67,32 @@ fn flags_win_over_the_file_and_the_file_over_defaults() {
         ..Default::default()
     };
     let config = ProxyConfig::resolve(&cli, Some(&path)).unwrap();
-    assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+    assert_eq!(config.listen, ["127.0.0.1:7000".parse().unwrap()]);
     assert_eq!(config.max_clients, 9);
     assert_eq!(config.startup_timeout, Duration::from_secs(3));
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn several_listeners_separated_by_commas() {
+    let cli = ProxySettings {
+        listen: Some("127.0.0.1:6432, [::1]:6433".into()),
+        ..Default::default()
+    };
+    let config = ProxyConfig::resolve(&cli, None).unwrap();
+    assert_eq!(
+        config.listen,
+        [
+            "127.0.0.1:6432".parse().unwrap(),
+            "[::1]:6433".parse().unwrap()
+        ]
+    );
+    let cli = ProxySettings {
+        listen: Some("127.0.0.1:6432,nope".into()),
+        ..Default::default()
+    };
+    let err = ProxyConfig::resolve(&cli, None).unwrap_err().to_string();
+    assert!(err.contains("several separated by commas"), "{err}");
 }
 
 #[test]

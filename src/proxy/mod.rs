@@ -149,6 +149,31 @@ pub enum Phase {
     Closing,
 }
 
+/// Accepts clients on `listener` and spawns a session for each, until the
+/// task is aborted.
+async fn accept(listener: TcpListener, shared: Arc<Shared>, done: mpsc::Sender<()>) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                backoff = Duration::from_millis(5);
+                tokio::spawn(session::serve(
+                    Arc::clone(&shared),
+                    socket,
+                    peer,
+                    done.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait and retry.
+                tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// State shared by every session of one proxy.
 pub struct Shared {
     pub(crate) config: ProxyConfig,
@@ -161,14 +186,14 @@ pub struct Shared {
     pub(crate) registry: Arc<registry::Registry>,
 }
 
-/// Serves clients from `listener` until `shutdown` resolves, then drains:
+/// Serves clients from `listeners` until `shutdown` resolves, then drains:
 /// stops accepting, closes idle sessions at once, lets busy ones finish for up
 /// to `drain_timeout`, then closes the rest with SQLSTATE 57P01.
 ///
 /// Errors only at start-up (no upstream, unusable TLS files); an error on one
 /// connection stays in that connection's task.
 pub async fn run(
-    listener: TcpListener,
+    listeners: Vec<TcpListener>,
     config: ProxyConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
@@ -177,8 +202,9 @@ pub async fn run(
     let config_schema = config.schema.clone();
     let proxy_name = format!(
         "{} pid {}",
-        listener
-            .local_addr()
+        listeners
+            .first()
+            .and_then(|l| l.local_addr().ok())
             .map(|a| a.to_string())
             .unwrap_or_default(),
         std::process::id()
@@ -203,26 +229,13 @@ pub async fn run(
     });
     // Each connection task holds a sender; when all are dropped, all are done.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    backoff = Duration::from_millis(5);
-                    tokio::spawn(session::serve(Arc::clone(&shared), socket, peer, done_tx.clone()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: wait and retry.
-                    tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
-            _ = &mut shutdown => break,
-        }
+    let mut accepting = tokio::task::JoinSet::new();
+    for listener in listeners {
+        accepting.spawn(accept(listener, Arc::clone(&shared), done_tx.clone()));
     }
-    drop(listener);
+    shutdown.await;
+    // Dropping the accept tasks closes the listeners.
+    accepting.shutdown().await;
     let active = shared.config.max_clients - shared.clients.available_permits();
     tracing::info!(sessions = active, timeout = ?drain_timeout, "shutting down: draining sessions");
     let _ = phase_tx.send(Phase::Draining);

@@ -64,6 +64,7 @@ pub async fn handshake(
     tcp: TcpStream,
     deadline: Instant,
 ) -> Result<Established, Ended> {
+    let port = tcp.local_addr().ok().map(|a| a.port());
     let mut client = Stream::Plain(tcp);
     let (raw, params) = loop {
         let packet = match within(deadline, shared, wire::read_startup_packet(&mut client)).await {
@@ -112,7 +113,7 @@ pub async fn handshake(
         }
     };
 
-    let (startup, route) = match route(shared, &raw, &params).await {
+    let (startup, route) = match route(shared, &raw, &params, port).await {
         Ok(routed) => routed,
         Err(e) => return Err(fail(&mut client, e).await),
     };
@@ -156,12 +157,13 @@ async fn route(
     shared: &Shared,
     raw: &Bytes,
     params: &std::collections::BTreeMap<String, String>,
+    port: Option<u16>,
 ) -> Result<(Bytes, Option<crate::routing::Route>), SessionError> {
     // A proxy that has just started reads the versions within milliseconds;
     // one that cannot read them serves sessions without routing.
     match shared.versions.loaded(shared.config.connect_timeout).await {
         Some(versions) => {
-            let mut routed = crate::routing::route(raw, &versions, &shared.config.routes)
+            let mut routed = crate::routing::route(raw, &versions, &shared.config.routes, port)
                 .map_err(SessionError::Routing)?;
             let startup = routed.startup.take().unwrap_or_else(|| raw.clone());
             Ok((startup, Some(routed)))

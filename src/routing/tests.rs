@@ -1,7 +1,7 @@
 use super::*;
 
 fn route_(raw: &[u8], versions: &Versions) -> Result<Route, RoutingError> {
-    route(raw, versions, &[])
+    route(raw, versions, &[], None)
 }
 
 fn startup(params: &[(&str, &str)]) -> Vec<u8> {
@@ -161,32 +161,59 @@ fn routes_follow_their_pins_and_stale_pins_are_refused() {
         RouteRule {
             name: "green".into(),
             application_name: Some("shop-green".into()),
-            user: None,
-            database: None,
+            ..Default::default()
         },
         RouteRule {
             name: "blue".into(),
             application_name: None,
             user: Some("shop".into()),
-            database: None,
+            ..Default::default()
         },
     ];
     let mut versions = during_migration();
     versions.pins.insert("green".into(), "02 b".into());
     let green = startup(&[("user", "shop"), ("application_name", "shop-green")]);
-    assert_eq!(route(&green, &versions, &rules).unwrap().version, "02 b");
+    assert_eq!(
+        route(&green, &versions, &rules, None).unwrap().version,
+        "02 b"
+    );
     // blue has no pin: the default route.
     let blue = startup(&[("user", "shop"), ("application_name", "shop-blue")]);
-    assert_eq!(route(&blue, &versions, &rules).unwrap().version, "01_a");
+    assert_eq!(
+        route(&blue, &versions, &rules, None).unwrap().version,
+        "01_a"
+    );
     // An explicit request wins over the route.
     let asks = startup(&[
         ("user", "shop"),
         ("application_name", "shop-green"),
         ("pgshift.version", "01_a"),
     ]);
-    assert_eq!(route(&asks, &versions, &rules).unwrap().version, "01_a");
+    assert_eq!(
+        route(&asks, &versions, &rules, None).unwrap().version,
+        "01_a"
+    );
+    // A rule on the listener port.
+    let by_port = vec![RouteRule {
+        name: "green".into(),
+        port: Some(6433),
+        ..Default::default()
+    }];
+    let plain = startup(&[("user", "shop")]);
+    assert_eq!(
+        route(&plain, &versions, &by_port, Some(6433))
+            .unwrap()
+            .version,
+        "02 b"
+    );
+    assert_eq!(
+        route(&plain, &versions, &by_port, Some(6432))
+            .unwrap()
+            .version,
+        "01_a"
+    );
     versions.pins.insert("blue".into(), "00_gone".into());
-    let err = route(&blue, &versions, &rules).unwrap_err();
+    let err = route(&blue, &versions, &rules, None).unwrap_err();
     assert!(
         matches!(err, RoutingError::StalePin { ref route, .. } if route == "blue"),
         "{err}"

@@ -103,8 +103,7 @@ fn routes() -> Vec<RouteRule> {
         .map(|name| RouteRule {
             name: name.into(),
             application_name: Some(format!("shop-{name}")),
-            user: None,
-            database: None,
+            ..Default::default()
         })
         .collect()
 }

@@ -56,7 +56,7 @@ impl Env {
         let upstream = UpstreamConfig::from_url(&cluster.url("postgres")).unwrap();
         let mut config = ProxyConfig::new("127.0.0.1:0".parse().unwrap(), Some(upstream));
         tweak(&mut config);
-        let (proxy, shutdown, task) = spawn_proxy(config.clone()).await;
+        let (proxy, shutdown, task) = spawn_proxy(&mut config).await;
         Env {
             cluster,
             proxy,
@@ -95,16 +95,23 @@ impl Drop for Env {
     }
 }
 
-/// Starts `pgshift::proxy::run` on `config.listen` (port 0 picks a free port).
+/// Starts `pgshift::proxy::run` on `config.listen` (port 0 picks a free
+/// port, and `config.listen` then holds the bound addresses); returns the
+/// first listener's address.
 pub async fn spawn_proxy(
-    mut config: ProxyConfig,
+    config: &mut ProxyConfig,
 ) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    config.listen = addr;
+    let mut listeners = Vec::new();
+    for addr in &mut config.listen {
+        let listener = tokio::net::TcpListener::bind(*addr).await.unwrap();
+        *addr = listener.local_addr().unwrap();
+        listeners.push(listener);
+    }
+    let addr = config.listen[0];
+    let config = config.clone();
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        pgshift::proxy::run(listener, config, async {
+        pgshift::proxy::run(listeners, config, async {
             let _ = rx.await;
         })
         .await

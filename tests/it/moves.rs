@@ -36,8 +36,7 @@ async fn lab() -> (Env, tempfile::TempDir, std::path::PathBuf) {
         c.routes = vec![RouteRule {
             name: "new".into(),
             application_name: Some("moves-new".into()),
-            user: None,
-            database: None,
+            ..Default::default()
         }]
     })
     .await;

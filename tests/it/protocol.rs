@@ -432,9 +432,9 @@ async fn unix_socket_upstream() {
     use pgshift::config::UpstreamConfig;
     let env = Env::with(pgshift::cluster::ClusterOptions::default(), |_| {}).await;
     let mut config = env.config.clone();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.listen = vec!["127.0.0.1:0".parse().unwrap()];
     config.upstream = Some(UpstreamConfig::from_url(&env.cluster.socket_url("postgres")).unwrap());
-    let (addr, _stop, _task) = harness::spawn_proxy(config).await;
+    let (addr, _stop, _task) = harness::spawn_proxy(&mut config).await;
     let url =
         format!("postgres://postgres@{addr}/postgres?sslmode=disable&application_name=via-unix");
     let client = harness::connect(&url).await;

@@ -142,19 +142,57 @@ async fn without_a_migration_statements_reach_postgres_byte_identical() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_can_match_the_listener_port() {
+    // A port nobody holds now, for the second listener and its route.
+    let green_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
+        c.listen
+            .push(format!("127.0.0.1:{green_port}").parse().unwrap());
+        c.routes = vec![pgshift::routing::RouteRule {
+            name: "green".into(),
+            port: Some(green_port),
+            ..Default::default()
+        }];
+    })
+    .await;
+    let (m, _dir) = start_users_migration(&env).await;
+    m.pin("green", "01_users").await.unwrap();
+    m.close().await.unwrap();
+    let version_at = |port: u16| async move {
+        let client = harness::connect(&format!(
+            "postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable"
+        ))
+        .await;
+        client
+            .query_one("SELECT current_setting('pgshift.version')", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    };
+    let pinned = harness::eventually(Duration::from_secs(1), || async {
+        version_at(green_port).await == "01_users"
+    })
+    .await;
+    assert!(pinned, "the green listener's sessions follow the green pin");
+    assert_eq!(version_at(env.proxy.port()).await, "baseline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_reaches_every_proxy_and_only_new_sessions() {
     let rules = vec![
         pgshift::routing::RouteRule {
             name: "green".into(),
             application_name: Some("shop-green".into()),
-            user: None,
-            database: None,
+            ..Default::default()
         },
         pgshift::routing::RouteRule {
             name: "blue".into(),
             application_name: Some("shop-blue".into()),
-            user: None,
-            database: None,
+            ..Default::default()
         },
     ];
     let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
@@ -164,8 +202,8 @@ async fn a_pin_reaches_every_proxy_and_only_new_sessions() {
     env.direct().await.batch_execute(USERS).await.unwrap();
     // A second proxy on the same database.
     let mut second = env.config.clone();
-    second.listen = "127.0.0.1:0".parse().unwrap();
-    let (second_addr, _stop, _task) = harness::spawn_proxy(second).await;
+    second.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    let (second_addr, _stop, _task) = harness::spawn_proxy(&mut second).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("01_users.json");
     std::fs::write(&file, MIGRATION).unwrap();

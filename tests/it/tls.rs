@@ -125,7 +125,7 @@ async fn upstream_verify_full_checks_the_certificate() {
     let wrong_ca = other.path("ca.pem");
     let port = env.cluster.port;
     let mut config = env.config.clone();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.listen = vec!["127.0.0.1:0".parse().unwrap()];
     config.upstream = Some(
         UpstreamConfig::from_url(&format!(
             "postgres://localhost:{port}/postgres?sslmode=verify-full&sslrootcert={}",
@@ -133,7 +133,7 @@ async fn upstream_verify_full_checks_the_certificate() {
         ))
         .unwrap(),
     );
-    let (addr, _stop, _task) = harness::spawn_proxy(config).await;
+    let (addr, _stop, _task) = harness::spawn_proxy(&mut config).await;
     let err = harness::try_connect(&format!(
         "postgres://postgres@{addr}/postgres?sslmode=disable"
     ))
@@ -149,14 +149,14 @@ async fn upstream_require_refuses_a_server_without_tls_and_disable_never_asks() 
     let port = env.cluster.port;
     for (mode, works) in [("require", false), ("prefer", true), ("disable", true)] {
         let mut config = env.config.clone();
-        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.listen = vec!["127.0.0.1:0".parse().unwrap()];
         config.upstream = Some(
             UpstreamConfig::from_url(&format!(
                 "postgres://127.0.0.1:{port}/postgres?sslmode={mode}"
             ))
             .unwrap(),
         );
-        let (addr, _stop, _task) = harness::spawn_proxy(config).await;
+        let (addr, _stop, _task) = harness::spawn_proxy(&mut config).await;
         let result = harness::try_connect(&format!(
             "postgres://postgres@{addr}/postgres?sslmode=disable"
         ))
