@@ -436,6 +436,27 @@ async fn statements_stay_inside_the_version_through_the_proxy() {
         .await
         .unwrap_err();
     assert_eq!(harness::sqlstate(&err), "42501");
+    // LOCK TABLE on the version's view locks the physical table behind it,
+    // in either spelling.
+    for lock in [
+        "LOCK TABLE users IN SHARE MODE",
+        "LOCK TABLE public.users IN SHARE MODE",
+    ] {
+        new.batch_execute(&format!("BEGIN; {lock}")).await.unwrap();
+        let held: bool = env
+            .direct()
+            .await
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'public.users'::regclass
+                 AND mode = 'ShareLock' AND granted)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(held, "{lock} holds a ShareLock on the table");
+        new.batch_execute("COMMIT").await.unwrap();
+    }
     // DDL on other tables passes.
     new.batch_execute("CREATE TABLE notes (id int); ALTER TABLE notes ADD COLUMN body text")
         .await
