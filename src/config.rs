@@ -238,6 +238,9 @@ pub struct ProxyConfig {
     pub schema: String,
     /// Route rules (`[[routes]]` in the config file), first match wins.
     pub routes: Vec<crate::routing::RouteRule>,
+    /// Postgres roles that may open the admin console (database `pgshift`);
+    /// Postgres itself checks their password.
+    pub admin_users: Vec<String>,
 }
 
 impl ProxyConfig {
@@ -257,6 +260,7 @@ impl ProxyConfig {
             workers: 0,
             schema: "public".to_string(),
             routes: Vec::new(),
+            admin_users: Vec::new(),
         }
     }
 
@@ -339,6 +343,13 @@ impl ProxyConfig {
         config.log_format = merged.log_format.unwrap_or(config.log_format);
         config.workers = merged.workers.unwrap_or(config.workers);
         config.schema = merged.schema.unwrap_or(config.schema);
+        config.admin_users = merged
+            .admin_users
+            .iter()
+            .flat_map(|users| users.split(','))
+            .map(|user| user.trim().to_string())
+            .filter(|user| !user.is_empty())
+            .collect();
         config.routes = routes;
         if config.max_clients == 0 {
             return Err(ConfigError::Invalid {
@@ -404,6 +415,10 @@ pub struct ProxySettings {
     /// Schema whose versions sessions are routed to [default: public]
     #[arg(long, env = "PGSHIFT_SCHEMA")]
     pub schema: Option<String>,
+    /// Postgres roles allowed on the admin console (database pgshift),
+    /// separated by commas [default: none]
+    #[arg(long, env = "PGSHIFT_ADMIN_USERS")]
+    pub admin_users: Option<String>,
 }
 
 impl ProxySettings {
@@ -423,6 +438,7 @@ impl ProxySettings {
             log_format: self.log_format.or(other.log_format),
             workers: self.workers.or(other.workers),
             schema: self.schema.or(other.schema),
+            admin_users: self.admin_users.or(other.admin_users),
         }
     }
 }

@@ -190,6 +190,8 @@ pub enum RoutingError {
 pub struct Route {
     /// The version the session is pinned to.
     pub version: String,
+    /// The configured route the session belongs to, if any.
+    pub route: Option<String>,
     /// The version schema heading the session's search_path (`None`: the
     /// physical schema).
     pub version_schema: Option<String>,
@@ -253,6 +255,10 @@ pub fn route(
         options = kept;
     }
     let live = versions.live();
+    let route_name = rules
+        .iter()
+        .find(|r| r.matches(&params, port))
+        .map(|r| r.name.clone());
     let version = match requested {
         Some(v) if live.contains_key(&v) => v,
         Some(v) => {
@@ -262,15 +268,9 @@ pub fn route(
             });
         }
         None => {
-            let pinned = rules
-                .iter()
-                .find(|r| r.matches(&params, port))
-                .and_then(|r| {
-                    versions
-                        .pins
-                        .get(&r.name)
-                        .map(|v| (r.name.clone(), v.clone()))
-                });
+            let pinned = route_name
+                .as_ref()
+                .and_then(|r| versions.pins.get(r).map(|v| (r.clone(), v.clone())));
             match pinned {
                 Some((_, version)) if live.contains_key(&version) => version,
                 Some((route, version)) => {
@@ -290,6 +290,7 @@ pub fn route(
         // bytes go through unchanged.
         return Ok(Route {
             version,
+            route: route_name,
             version_schema: None,
             startup: None,
             view: None,
@@ -307,10 +308,26 @@ pub fn route(
     let (_, view) = versions.placement(&version);
     Ok(Route {
         version,
+        route: route_name,
         version_schema: Some(version_schema),
         startup: Some(encode(&mut params, options_at, &options)),
         view,
     })
+}
+
+/// The StartupMessage `raw` with parameter `key` set to `value` (added when
+/// missing); `None` when `raw` is malformed.
+pub fn with_param(raw: &[u8], key: &str, value: &str) -> Option<Bytes> {
+    let mut params = parse_params(raw)?;
+    match params.iter_mut().find(|(k, _)| k == key.as_bytes()) {
+        Some((_, v)) => *v = value.as_bytes().to_vec(),
+        None => params.push((key.as_bytes().to_vec(), value.as_bytes().to_vec())),
+    }
+    let options_at = params.iter().position(|(k, _)| k == b"options");
+    let options = options_at
+        .map(|i| split_options(&String::from_utf8_lossy(&params[i].1)))
+        .unwrap_or_default();
+    Some(encode(&mut params, options_at, &options))
 }
 
 /// The (name, value) byte pairs of a StartupMessage, in order.

@@ -356,6 +356,51 @@ pub fn error_message(frame: &[u8]) -> String {
     }
 }
 
+/// Encodes a whole simple-query result in text format ("Simple Query"):
+/// RowDescription with `columns` (all of type text, OID 25), one DataRow per
+/// row (`None` is SQL NULL), then CommandComplete with `tag`.
+pub fn text_result(columns: &[&str], rows: &[Vec<Option<String>>], tag: &str) -> BytesMut {
+    use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
+    const TEXT_OID: u32 = 25;
+    let mut out = BytesMut::new();
+    let fields = columns
+        .iter()
+        .map(|name| FieldDescription::new(name.to_string(), 0, 0, TEXT_OID, -1, -1, 0))
+        .collect();
+    RowDescription::new(fields)
+        .encode(&mut out)
+        .expect("a RowDescription has no length limit");
+    for row in rows {
+        let mut data = BytesMut::new();
+        for value in row {
+            match value {
+                Some(v) => {
+                    data.put_i32(v.len() as i32);
+                    data.put_slice(v.as_bytes());
+                }
+                None => data.put_i32(-1),
+            }
+        }
+        DataRow::new(data, row.len() as i16)
+            .encode(&mut out)
+            .expect("a DataRow has no length limit");
+    }
+    out.extend_from_slice(&command_complete(tag));
+    out
+}
+
+/// Encodes CommandComplete with `tag` (`PIN`, `SHOW 3`).
+pub fn command_complete(tag: &str) -> BytesMut {
+    let mut out = BytesMut::new();
+    pgwire::messages::response::CommandComplete::new(tag.to_string())
+        .encode(&mut out)
+        .expect("a short tag fits");
+    out
+}
+
+/// ReadyForQuery with transaction status idle ('Z', length 5, 'I').
+pub const READY_IDLE: [u8; 6] = [b'Z', 0, 0, 0, 5, b'I'];
+
 /// Encodes a BackendKeyData message with a 4-byte secret.
 pub fn backend_key_data(pid: i32, secret: i32) -> Bytes {
     let mut buf = BytesMut::new();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::backfill::{self, Tuning};
 use super::ddl::{self, StepRef};
@@ -621,68 +621,14 @@ impl Migrator {
 
     /// The active migration, its backfill progress, and the history.
     pub async fn status(&self) -> Result<Status, MigrateError> {
-        let schema = self.schema();
-        let active = match state::active(&self.client, schema).await? {
-            Some(row) => {
-                let backfill = self
-                    .client
-                    .query(
-                        "SELECT table_name, rows_done, batches, done FROM pgshift.backfill
-                         WHERE schema_name = $1 AND version = $2 ORDER BY table_name",
-                        &[&schema, &row.version],
-                    )
-                    .await?
-                    .iter()
-                    .map(|r| BackfillStatus {
-                        table: r.get(0),
-                        rows_done: r.get(1),
-                        batches: r.get(2),
-                        done: r.get(3),
-                    })
-                    .collect();
-                Some(ActiveStatus {
-                    version: row.version.clone(),
-                    phase: row.phase.clone(),
-                    version_schema: row.plan.version_schema.clone(),
-                    old_version: row.parent.clone(),
-                    backfill,
-                })
-            }
-            None => None,
-        };
-        let history = state::history(&self.client, schema)
-            .await?
-            .into_iter()
-            .map(|r| HistoryEntry {
-                version: r.version,
-                parent: r.parent,
-                phase: r.phase,
-                updated_at: r.updated_at,
-            })
-            .collect();
-        Ok(Status {
-            schema: schema.to_string(),
-            current_version: state::current_version(&self.client, schema).await?,
-            sessions: state::live_sessions(&self.client, schema, None).await?,
-            active,
-            history,
-        })
+        status(&self.client, self.schema()).await
     }
 
     /// Pins `route` to `version`, which must be live now; every proxy hears
     /// of it through NOTIFY. New sessions of the route get the version;
-    /// existing sessions keep theirs.
+    /// existing ones keep theirs.
     pub async fn pin(&self, route: &str, version: &str) -> Result<(), MigrateError> {
-        let versions = state::live_versions(&self.client, self.schema()).await?;
-        let live = versions.live();
-        if !live.contains_key(version) {
-            return Err(MigrateError::UnknownVersion {
-                version: version.to_string(),
-                existing: live.keys().cloned().collect(),
-            });
-        }
-        state::pin(&self.client, self.schema(), route, version).await?;
-        Ok(())
+        pin(&self.client, self.schema(), route, version).await
     }
 
     /// The pins of every route: (route, version).
@@ -763,4 +709,72 @@ pub fn session_setup(schema: &str, version: &str, version_schema: &str) -> Strin
         crate::quote::ident(version_schema),
         crate::quote::ident(schema)
     )
+}
+
+/// The active migration of `schema`, its backfill progress, the history and
+/// the live sessions; needs no lock, so the proxy's console uses it too.
+pub async fn status(client: &impl GenericClient, schema: &str) -> Result<Status, MigrateError> {
+    let active = match state::active(client, schema).await? {
+        Some(row) => {
+            let backfill = client
+                .query(
+                    "SELECT table_name, rows_done, batches, done FROM pgshift.backfill
+                         WHERE schema_name = $1 AND version = $2 ORDER BY table_name",
+                    &[&schema, &row.version.as_str()],
+                )
+                .await?
+                .iter()
+                .map(|r| BackfillStatus {
+                    table: r.get(0),
+                    rows_done: r.get(1),
+                    batches: r.get(2),
+                    done: r.get(3),
+                })
+                .collect();
+            Some(ActiveStatus {
+                version: row.version.clone(),
+                phase: row.phase.clone(),
+                version_schema: row.plan.version_schema.clone(),
+                old_version: row.parent.clone(),
+                backfill,
+            })
+        }
+        None => None,
+    };
+    let history = state::history(client, schema)
+        .await?
+        .into_iter()
+        .map(|r| HistoryEntry {
+            version: r.version,
+            parent: r.parent,
+            phase: r.phase,
+            updated_at: r.updated_at,
+        })
+        .collect();
+    Ok(Status {
+        schema: schema.to_string(),
+        current_version: state::current_version(client, schema).await?,
+        sessions: state::live_sessions(client, schema, None).await?,
+        active,
+        history,
+    })
+}
+
+/// Pins `route` to `version` on `schema`; the version must be live now.
+/// Errors: [`MigrateError::UnknownVersion`] listing the live versions.
+pub async fn pin(
+    client: &impl GenericClient,
+    schema: &str,
+    route: &str,
+    version: &str,
+) -> Result<(), MigrateError> {
+    let live = state::live_versions(client, schema).await?.live();
+    if !live.contains_key(version) {
+        return Err(MigrateError::UnknownVersion {
+            version: version.to_string(),
+            existing: live.keys().cloned().collect(),
+        });
+    }
+    state::pin(client, schema, route, version).await?;
+    Ok(())
 }

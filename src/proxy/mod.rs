@@ -3,6 +3,7 @@
 //! one upstream connection per session (session mode).
 
 mod cancel;
+mod console;
 mod placement;
 pub mod registry;
 mod relay;
@@ -71,6 +72,10 @@ pub enum SessionError {
     Killed(String),
     #[error("client connection failed: {0}")]
     ClientIo(std::io::Error),
+    #[error(
+        "database \"pgshift\" is pgshift's admin console, and {0:?} is not one of its admin_users"
+    )]
+    NotAdmin(String),
 }
 
 impl SessionError {
@@ -91,6 +96,7 @@ impl SessionError {
             SessionError::VersionsUnavailable => "57P03",
             SessionError::Killed(_) => "57P01",
             SessionError::ClientIo(_) => "08006",
+            SessionError::NotAdmin(_) => "28000",
         }
     }
 
@@ -113,6 +119,9 @@ impl SessionError {
             }
             SessionError::Shutdown => Some(
                 "Reconnect; another pgshift instance or this one after restart will serve you.",
+            ),
+            SessionError::NotAdmin(_) => Some(
+                "Connect as a role listed in admin_users (--admin-users, PGSHIFT_ADMIN_USERS), or to another database.",
             ),
             _ => None,
         }

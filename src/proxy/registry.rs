@@ -20,6 +20,8 @@ pub use crate::migrate::state::HEARTBEAT;
 #[derive(Debug)]
 pub struct SessionInfo {
     pub version: String,
+    /// The configured route the session belongs to, if any.
+    pub route: Option<String>,
     pub application_name: String,
     pub client_addr: String,
     pub since: SystemTime,
@@ -32,6 +34,11 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    /// The version schema the session stands on (`None`: the physical schema).
+    pub fn version_schema(&self) -> Option<String> {
+        self.version_schema.lock().expect("not poisoned").clone()
+    }
+
     /// Records the version schema the session now stands on.
     pub fn set_version_schema(&self, schema: Option<String>) {
         *self.version_schema.lock().expect("not poisoned") = schema;
@@ -83,21 +90,21 @@ impl Registry {
         })
     }
 
-    /// Records a session pinned to `version`, standing on `version_schema`.
+    /// Records a session routed by `route`.
     pub fn register(
         self: &Arc<Self>,
-        version: String,
-        version_schema: Option<String>,
+        route: &crate::routing::Route,
         application_name: String,
         client_addr: String,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let info = Arc::new(SessionInfo {
-            version,
+            version: route.version.clone(),
+            route: route.route.clone(),
             application_name,
             client_addr,
             since: SystemTime::now(),
-            version_schema: Mutex::new(version_schema),
+            version_schema: Mutex::new(route.version_schema.clone()),
             kill_reason: Mutex::new(None),
             killed: Notify::new(),
         });
@@ -107,6 +114,17 @@ impl Registry {
             id,
             info,
         }
+    }
+
+    /// This proxy's sessions, by id.
+    pub fn sessions(&self) -> Vec<(u64, Arc<SessionInfo>)> {
+        let mut all: Vec<_> = self
+            .sessions
+            .iter()
+            .map(|e| (*e.key(), Arc::clone(e.value())))
+            .collect();
+        all.sort_by_key(|(id, _)| *id);
+        all
     }
 
     /// Asks session `id` to end with `reason`; false if it is gone already.
@@ -131,7 +149,7 @@ impl Registry {
         let mut since = Vec::new();
         let mut schemas = Vec::new();
         for entry in self.sessions.iter() {
-            schemas.push(entry.version_schema.lock().expect("not poisoned").clone());
+            schemas.push(entry.version_schema());
             ids.push(*entry.key() as i64);
             versions.push(entry.version.clone());
             apps.push(entry.application_name.clone());

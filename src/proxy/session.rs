@@ -53,13 +53,32 @@ pub async fn serve(
         .unwrap_or_default();
     tracing::info!(client = %peer, %user, %database, %application_name, tls, %version, "connection opened");
 
+    if established.console {
+        let Established {
+            mut client,
+            mut upstream,
+            client_buf,
+            ..
+        } = established;
+        // Postgres has checked the admin's password; pgshift answers from here.
+        let _ = upstream.write_all(&wire::TERMINATE).await;
+        let _ = upstream.shutdown().await;
+        let reason = super::console::serve(&shared, &mut client, client_buf).await;
+        let _ = client.shutdown().await;
+        tracing::info!(
+            client = %peer,
+            %user,
+            console = true,
+            duration_ms = opened.elapsed().as_millis() as u64,
+            %reason,
+            "connection closed"
+        );
+        return;
+    }
     let registration = established.route.as_ref().map(|route| {
-        shared.registry.register(
-            route.version.clone(),
-            route.version_schema.clone(),
-            application_name.clone(),
-            peer.to_string(),
-        )
+        shared
+            .registry
+            .register(route, application_name.clone(), peer.to_string())
     });
     let (reason, state, rewrites) =
         relay_session(&shared, established, registration.as_ref()).await;

@@ -41,6 +41,9 @@ pub struct Established {
     /// The session's version, version schema and view map, when the
     /// versions are known (its `startup` has been sent).
     pub route: Option<crate::routing::Route>,
+    /// True for the admin console: Postgres has authenticated the admin,
+    /// and pgshift answers the session itself.
+    pub console: bool,
 }
 
 /// How a connection that never became a session ended.
@@ -113,7 +116,14 @@ pub async fn handshake(
         }
     };
 
-    let (startup, route) = match route(shared, &raw, &params, port).await {
+    let database = params.get("database").or_else(|| params.get("user"));
+    let console = database.is_some_and(|d| d == super::console::DATABASE);
+    let routed = if console {
+        console_startup(shared, &raw, &params)
+    } else {
+        route(shared, &raw, &params, port).await
+    };
+    let (startup, route) = match routed {
         Ok(routed) => routed,
         Err(e) => return Err(fail(&mut client, e).await),
     };
@@ -142,6 +152,7 @@ pub async fn handshake(
             cancel_key: auth.cancel_key,
             permit,
             route,
+            console,
         }),
         Ok(Err(AuthError::Refused)) => Err(Ended::Refused),
         Ok(Err(AuthError::Session(e))) | Err(e) => {
@@ -149,6 +160,30 @@ pub async fn handshake(
             Err(fail(&mut client, e).await)
         }
     }
+}
+
+/// For the admin console: refuses anyone outside `admin_users`, and sends the
+/// admin's startup packet to the upstream's own database, so that Postgres
+/// checks the password.
+fn console_startup(
+    shared: &Shared,
+    raw: &Bytes,
+    params: &std::collections::BTreeMap<String, String>,
+) -> Result<(Bytes, Option<crate::routing::Route>), SessionError> {
+    let user = params.get("user").cloned().unwrap_or_default();
+    if !shared.config.admin_users.contains(&user) {
+        return Err(SessionError::NotAdmin(user));
+    }
+    let database = shared
+        .config
+        .upstream
+        .as_ref()
+        .and_then(|u| u.dbname.clone())
+        .unwrap_or_else(|| "postgres".to_string());
+    let startup = crate::routing::with_param(raw, "database", &database).ok_or_else(|| {
+        SessionError::Protocol("the startup packet's parameters are malformed".into())
+    })?;
+    Ok((startup, None))
 }
 
 /// The startup packet to send upstream and the session's route, as

@@ -66,6 +66,7 @@ fn without_a_migration_the_packet_is_untouched() {
             route,
             Route {
                 version: "01_a".into(),
+                route: None,
                 version_schema: None,
                 startup: None,
                 view: None,

@@ -5,6 +5,7 @@ mod auth;
 mod bluegreen;
 mod cli;
 mod clients;
+mod console;
 mod disconnect;
 mod harness;
 mod hostile;

@@ -1,0 +1,348 @@
+//! The admin console on the proxy's own port, in the manner of pgbouncer's:
+//! a client that connects to database `pgshift` as one of `admin_users` (its
+//! password checked by Postgres, through the usual authentication relay)
+//! gets answers from pgshift itself, over the simple query protocol:
+//! `SHOW CLIENTS`, `SHOW VERSIONS`, `SHOW ROUTES`, `SHOW MIGRATION`,
+//! `PIN route version` and `SHOW HELP`.
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::Shared;
+use super::tls::Stream;
+use crate::wire::{self, Severity};
+
+/// The database name that reaches the console instead of Postgres.
+pub const DATABASE: &str = "pgshift";
+
+/// Longest console message accepted, in bytes.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// What the console answers, one line each.
+const HELP: &[(&str, &str)] = &[
+    (
+        "SHOW CLIENTS",
+        "this proxy's sessions: version, version schema, route, client",
+    ),
+    (
+        "SHOW VERSIONS",
+        "the live schema versions and the migration's phase",
+    ),
+    (
+        "SHOW ROUTES",
+        "configured routes, what they match, and their pins",
+    ),
+    (
+        "SHOW MIGRATION",
+        "the active migration and its backfill progress",
+    ),
+    (
+        "PIN route version",
+        "pin a route to a live version (every proxy hears it)",
+    ),
+    ("SHOW HELP", "this list"),
+];
+
+/// A failed command: SQLSTATE and message.
+struct Refusal(&'static str, String);
+
+/// Serves one console session until the client leaves; returns why it ended.
+/// `buf` holds what the client sent after authentication.
+pub async fn serve(shared: &Shared, client: &mut Stream, mut buf: BytesMut) -> String {
+    // After an extended-protocol message: skip to Sync, as Postgres does.
+    let mut skipping = false;
+    let mut phase = shared.phase.clone();
+    loop {
+        let read = tokio::select! {
+            read = wire::read_message(client, &mut buf, MAX_MESSAGE) => read,
+            () = stopping(&mut phase) => {
+                let e = super::SessionError::Shutdown;
+                if let Some(out) = e.to_error_response() {
+                    let _ = client.write_all(&out).await;
+                }
+                return e.to_string();
+            }
+        };
+        let frame = match read {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return "client closed the connection".into(),
+            Err(e) => {
+                let out = wire::error_response(Severity::Fatal, "08P01", &e.to_string(), None);
+                let _ = client.write_all(&out).await;
+                return e.to_string();
+            }
+        };
+        let mut out = BytesMut::new();
+        match frame[0] {
+            b'Q' => {
+                let body = &frame[5..];
+                let sql = String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]);
+                match run(shared, &sql).await {
+                    Ok(result) => out.extend_from_slice(&result),
+                    Err(Refusal(code, message)) => out.extend_from_slice(&wire::error_response(
+                        Severity::Error,
+                        code,
+                        &message,
+                        Some("The console knows SHOW CLIENTS, SHOW VERSIONS, SHOW ROUTES, SHOW MIGRATION, PIN route version and SHOW HELP."),
+                    )),
+                }
+                out.extend_from_slice(&wire::READY_IDLE);
+            }
+            b'X' => return "client sent Terminate".into(),
+            b'S' => {
+                skipping = false;
+                out.extend_from_slice(&wire::READY_IDLE);
+            }
+            _ if skipping => continue,
+            _ => {
+                skipping = true;
+                out.extend_from_slice(&wire::error_response(
+                    Severity::Error,
+                    "0A000",
+                    "pgshift's admin console speaks the simple query protocol only",
+                    Some("Use psql, or your driver's simple-query call."),
+                ));
+            }
+        }
+        if client.write_all(&out).await.is_err() || client.flush().await.is_err() {
+            return "client connection failed".into();
+        }
+    }
+}
+
+/// Resolves once the proxy is shutting down.
+async fn stopping(phase: &mut tokio::sync::watch::Receiver<super::Phase>) {
+    let _ = phase.wait_for(|p| *p != super::Phase::Running).await;
+}
+
+/// Runs one console command.
+async fn run(shared: &Shared, sql: &str) -> Result<BytesMut, Refusal> {
+    let words: Vec<&str> = sql
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .collect();
+    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+    let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+    match upper.as_slice() {
+        ["SHOW", "CLIENTS"] => Ok(show_clients(shared)),
+        ["SHOW", "VERSIONS"] => Ok(show_versions(shared)),
+        ["SHOW", "ROUTES"] => show_routes(shared).await,
+        ["SHOW", "MIGRATION"] => show_migration(shared).await,
+        ["SHOW", "HELP"] => {
+            let rows: Vec<_> = HELP
+                .iter()
+                .map(|(c, d)| vec![Some(c.to_string()), Some(d.to_string())])
+                .collect();
+            Ok(wire::text_result(
+                &["command", "description"],
+                &rows,
+                &format!("SHOW {}", rows.len()),
+            ))
+        }
+        ["PIN", _, _] => pin(shared, unquote(words[1]), unquote(words[2])).await,
+        _ => Err(Refusal(
+            "42601",
+            format!(
+                "pgshift's admin console does not know {:?}",
+                sql.trim().chars().take(80).collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// An argument without its surrounding single or double quotes.
+fn unquote(word: &str) -> &str {
+    for q in ['\'', '"'] {
+        if let Some(inner) = word.strip_prefix(q).and_then(|w| w.strip_suffix(q)) {
+            return inner;
+        }
+    }
+    word
+}
+
+fn show_clients(shared: &Shared) -> BytesMut {
+    let rows: Vec<_> = shared
+        .registry
+        .sessions()
+        .into_iter()
+        .map(|(id, s)| {
+            vec![
+                Some(id.to_string()),
+                Some(s.version.clone()),
+                s.version_schema(),
+                s.route.clone(),
+                Some(s.application_name.clone()),
+                Some(s.client_addr.clone()),
+                Some(humantime::format_rfc3339_seconds(s.since).to_string()),
+            ]
+        })
+        .collect();
+    wire::text_result(
+        &[
+            "session",
+            "version",
+            "version_schema",
+            "route",
+            "application_name",
+            "client_addr",
+            "since",
+        ],
+        &rows,
+        &format!("SHOW {}", rows.len()),
+    )
+}
+
+fn show_versions(shared: &Shared) -> BytesMut {
+    let mut rows = Vec::new();
+    if let Some(versions) = shared.versions.snapshot() {
+        let live = versions.live();
+        let phase = versions
+            .migration
+            .as_ref()
+            .map(|m| format!("{:?}", m.phase).to_lowercase());
+        let mut row = |version: &str, role: &str, schema: Option<String>| {
+            rows.push(vec![
+                Some(version.to_string()),
+                Some(role.to_string()),
+                schema,
+                Some(live.contains_key(version).to_string()),
+                phase.clone(),
+            ]);
+        };
+        match &versions.migration {
+            Some(m) => {
+                row(&m.old, "old", Some(m.old_schema.clone()));
+                row(&m.new, "new", Some(m.new_schema.clone()));
+            }
+            None => row(&versions.current, "current", None),
+        }
+    }
+    wire::text_result(
+        &[
+            "version",
+            "role",
+            "version_schema",
+            "live",
+            "migration_phase",
+        ],
+        &rows,
+        &format!("SHOW {}", rows.len()),
+    )
+}
+
+/// The pins come from the state schema, so a PIN just made shows at once.
+async fn show_routes(shared: &Shared) -> Result<BytesMut, Refusal> {
+    let client = state_client(shared).await?;
+    let pins = crate::migrate::state::live_versions(&client, &shared.config.schema)
+        .await
+        .map_err(|e| Refusal("XX000", e.to_string()))?
+        .pins;
+    let mut rows: Vec<Vec<Option<String>>> = shared
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            let mut matches = Vec::new();
+            for (key, value) in [
+                ("application_name", &r.application_name),
+                ("user", &r.user),
+                ("database", &r.database),
+            ] {
+                if let Some(v) = value {
+                    matches.push(format!("{key}={v}"));
+                }
+            }
+            if let Some(port) = r.port {
+                matches.push(format!("port={port}"));
+            }
+            vec![
+                Some(r.name.clone()),
+                pins.get(&r.name).cloned(),
+                Some(matches.join(" ")),
+            ]
+        })
+        .collect();
+    // Pins of routes that only other proxies configure.
+    for (route, version) in &pins {
+        if !shared.config.routes.iter().any(|r| &r.name == route) {
+            rows.push(vec![Some(route.clone()), Some(version.clone()), None]);
+        }
+    }
+    Ok(wire::text_result(
+        &["route", "pinned_version", "matches"],
+        &rows,
+        &format!("SHOW {}", rows.len()),
+    ))
+}
+
+/// A short-lived connection to the state schema, as the proxy's control
+/// connections make.
+async fn state_client(shared: &Shared) -> Result<tokio_postgres::Client, Refusal> {
+    let upstream = shared
+        .config
+        .upstream
+        .as_ref()
+        .ok_or_else(|| Refusal("08006", "no upstream configured".into()))?;
+    crate::control::connect_upstream(upstream, None)
+        .await
+        .map_err(|e| Refusal("08006", format!("cannot reach Postgres: {e}")))
+}
+
+async fn show_migration(shared: &Shared) -> Result<BytesMut, Refusal> {
+    let client = state_client(shared).await?;
+    let status = crate::migrate::engine::status(&client, &shared.config.schema)
+        .await
+        .map_err(|e| Refusal("XX000", e.to_string()))?;
+    let mut rows = Vec::new();
+    if let Some(active) = &status.active {
+        let base = |table: Option<String>, rows: Option<String>, done: Option<String>| {
+            vec![
+                Some(active.version.clone()),
+                Some(active.old_version.clone()),
+                Some(active.phase.clone()),
+                Some(active.version_schema.clone()),
+                table,
+                rows,
+                done,
+            ]
+        };
+        if active.backfill.is_empty() {
+            rows.push(base(None, None, None));
+        }
+        for b in &active.backfill {
+            rows.push(base(
+                Some(b.table.clone()),
+                Some(b.rows_done.to_string()),
+                Some(b.done.to_string()),
+            ));
+        }
+    }
+    Ok(wire::text_result(
+        &[
+            "version",
+            "old_version",
+            "phase",
+            "version_schema",
+            "backfill_table",
+            "backfill_rows_done",
+            "backfill_done",
+        ],
+        &rows,
+        &format!("SHOW {}", rows.len()),
+    ))
+}
+
+async fn pin(shared: &Shared, route: &str, version: &str) -> Result<BytesMut, Refusal> {
+    let client = state_client(shared).await?;
+    crate::migrate::engine::pin(&client, &shared.config.schema, route, version)
+        .await
+        .map_err(|e| match e {
+            crate::migrate::engine::MigrateError::UnknownVersion { .. } => {
+                Refusal("22023", e.to_string())
+            }
+            e => Refusal("XX000", e.to_string()),
+        })?;
+    tracing::info!(%route, %version, "route pinned from the admin console");
+    Ok(wire::command_complete("PIN"))
+}
