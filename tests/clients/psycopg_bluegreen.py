@@ -2,10 +2,10 @@
 a green worker (new columns) write and read continuously, each for its own
 window, and report every error they see.
 
-Usage: python3 psycopg_bluegreen.py CONNINFO BLUE_SECONDS GREEN_DELAY GREEN_SECONDS
+Usage: python3 psycopg_bluegreen.py CONNINFO BLUE_SECONDS GREEN_SECONDS
 Prints one JSON object: {"blue": {"ok": n, "errors": [...]}, "green": {...}}.
 Blue connects as application_name shop-blue at once; green as shop-green
-after GREEN_DELAY seconds (the operator pins its route meanwhile).
+once a line arrives on standard input (the operator has pinned its route).
 """
 
 import json
@@ -46,11 +46,11 @@ def worker(conninfo, app, green, seconds, out):
     out[app] = {"ok": ok, "errors": errors}
 
 
-def main(conninfo, blue_seconds, green_delay, green_seconds):
+def main(conninfo, blue_seconds, green_seconds):
     out = {}
     blue = threading.Thread(target=worker, args=(conninfo, "shop-blue", False, blue_seconds, out))
     blue.start()
-    time.sleep(green_delay)
+    sys.stdin.readline()
     green = threading.Thread(target=worker, args=(conninfo, "shop-green", True, green_seconds, out))
     green.start()
     blue.join()
@@ -59,4 +59,4 @@ def main(conninfo, blue_seconds, green_delay, green_seconds):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+    main(sys.argv[1], float(sys.argv[2]), float(sys.argv[3]))

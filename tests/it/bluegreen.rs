@@ -132,7 +132,7 @@ async fn lab(
 
 /// Completes (or rolls back) once the drained deployment's sessions have
 /// left the proxies' registry; until then the migrator refuses, as it should.
-async fn finish_when_drained(m: &mut Migrator, complete: bool) {
+pub async fn finish_when_drained(m: &mut Migrator, complete: bool) {
     loop {
         let result = if complete {
             m.complete().await
@@ -316,27 +316,45 @@ async fn blue_green_with_pgbench_scripts_rollback_path() {
     pgbench_scenario(false).await;
 }
 
-/// The blue-green scenario driven by psycopg 3 from Python (complete path).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blue_green_with_psycopg() {
+/// The blue-green scenario driven by psycopg 3 from Python. Blue writes from
+/// before the migration; green for 3 s from the moment its route is pinned.
+/// On the complete path blue stops after 6 s and the migration completes; on
+/// the rollback path blue goes on for 12 s, through the rollback.
+async fn psycopg_scenario(complete: bool) {
+    use tokio::io::AsyncWriteExt;
     let (env, mut m, _dir, file) = lab(SETUP, 5000).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/psycopg_bluegreen.py"
     );
-    // Blue writes for 6 s from before the migration; green for 3 s from second 4.
-    let clients = tokio::process::Command::new("python3")
+    let mut child = tokio::process::Command::new("python3")
         .arg(script)
         .arg(env.proxy_url("postgres", "postgres"))
-        .args(["6", "4", "3"])
-        .output();
+        .args([if complete { "6" } else { "12" }, "3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 must be installed");
+    let mut go = child.stdin.take().unwrap();
+    let clients = child.wait_with_output();
     let operator = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         m.start(&file, false).await.unwrap();
         m.pin("green", "01_accounts").await.unwrap();
+        // Every proxy hears of the pin within moments; then green starts.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        go.write_all(b"go\n").await.unwrap();
+        drop(go);
+        if !complete {
+            // Once green is connected, roll back when it has drained (after
+            // its 3 s); blue is still writing.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            finish_when_drained(&mut m, false).await;
+        }
     };
     let (out, ()) = tokio::join!(clients, operator);
-    let out = out.expect("python3 must be installed");
+    let out = out.unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -347,19 +365,19 @@ async fn blue_green_with_psycopg() {
         assert!(report[side]["ok"].as_u64().unwrap_or(0) > 0, "{report}");
         assert_eq!(report[side]["errors"], serde_json::json!([]), "{report}");
     }
-    // Blue has left; complete, then check the rows both wrote.
-    finish_when_drained(&mut m, true).await;
-    let row = env
-        .direct()
-        .await
-        .query_one(
-            "SELECT count(*) FILTER (WHERE full_name LIKE 'py blue %' AND email = lower(full_name) || '@example.com'),
-                    count(*) FILTER (WHERE full_name LIKE 'py green %' AND rating = 2)
-             FROM accounts",
-            &[],
-        )
-        .await
-        .unwrap();
+    // Every row both wrote, in the shape that survives.
+    let check = if complete {
+        // Blue has left; complete.
+        finish_when_drained(&mut m, true).await;
+        "SELECT count(*) FILTER (WHERE full_name LIKE 'py blue %' AND email = lower(full_name) || '@example.com'),
+                count(*) FILTER (WHERE full_name LIKE 'py green %' AND rating = 2)
+         FROM accounts"
+    } else {
+        "SELECT count(*) FILTER (WHERE name LIKE 'py blue %' AND rating = '2'),
+                count(*) FILTER (WHERE name LIKE 'py green %' AND rating = '2')
+         FROM accounts"
+    };
+    let row = env.direct().await.query_one(check, &[]).await.unwrap();
     assert_eq!(
         row.get::<_, i64>(0) as u64,
         report["blue"]["ok"].as_u64().unwrap()
@@ -369,4 +387,14 @@ async fn blue_green_with_psycopg() {
         report["green"]["ok"].as_u64().unwrap()
     );
     m.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_psycopg_complete_path() {
+    psycopg_scenario(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_psycopg_rollback_path() {
+    psycopg_scenario(false).await;
 }

@@ -11,6 +11,7 @@ use pgshift::migrate::engine::{MigrateError, Migrator, Settings};
 use pgshift::routing::RouteRule;
 use tokio_postgres::Client;
 
+use crate::bluegreen::finish_when_drained;
 use crate::harness::{self, Env};
 
 const SETUP: &str = "CREATE TABLE users (id serial PRIMARY KEY, name text NOT NULL, rating text NOT NULL);
@@ -74,21 +75,6 @@ async fn physical_columns(env: &Env) -> Vec<String> {
         .iter()
         .map(|r| r.get(0))
         .collect()
-}
-
-/// Completes once the old version's sessions are gone from every proxy's
-/// heartbeat (a second at most after they disconnect).
-async fn complete_when_drained(m: &mut Migrator) {
-    for _ in 0..40 {
-        match m.complete().await {
-            Ok(()) => return,
-            Err(MigrateError::SessionsPinned { .. }) => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(e) => panic!("complete failed: {e}"),
-        }
-    }
-    panic!("the old version's sessions never went away");
 }
 
 /// A session that asks for the new version, once the proxy has heard that
@@ -213,7 +199,7 @@ async fn a_session_from_before_start_moves_onto_the_old_views_and_keeps_its_prep
     let names: Vec<&str> = before.columns().iter().map(|c| c.name()).collect();
     assert_eq!(names, ["id", "full_name", "rating", "email"]);
     drop(old);
-    complete_when_drained(&mut m).await;
+    finish_when_drained(&mut m, true).await;
     let after = green.query_one(&green_all, &[&5i32]).await.unwrap();
     assert_eq!(
         (
@@ -320,7 +306,7 @@ async fn pgbench_prepared_select_star_through_start_rollback_and_complete() {
     );
     let operator = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        complete_when_drained(&mut m).await;
+        finish_when_drained(&mut m, true).await;
     };
     let ((ok, out), ()) = tokio::join!(new, operator);
     assert!(
