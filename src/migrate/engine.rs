@@ -428,8 +428,6 @@ impl Migrator {
         let active = self.active_or_err().await?;
         match active.phase.as_str() {
             "active" => {
-                self.sessions_gone(&active.parent, "complete", &active.version)
-                    .await?;
                 for check in &active.plan.verify {
                     let count: i64 = self.client.query_one(check.sql.as_str(), &[]).await?.get(0);
                     if count > 0 {
@@ -439,7 +437,8 @@ impl Migrator {
                         });
                     }
                 }
-                state::set_phase(&self.client, &schema, &active.version, "completing").await?;
+                self.enter_phase(&active, "completing", &active.parent, "complete")
+                    .await?;
             }
             "completing" => {
                 tracing::info!(version = %active.version, "resuming an interrupted complete")
@@ -458,9 +457,8 @@ impl Migrator {
         let active = self.active_or_err().await?;
         match active.phase.as_str() {
             "starting" | "active" => {
-                self.sessions_gone(&active.version, "rollback", &active.version)
+                self.enter_phase(&active, "rolling_back", &active.version, "rollback")
                     .await?;
-                state::set_phase(&self.client, &schema, &active.version, "rolling_back").await?;
             }
             "rolling_back" => {
                 tracing::info!(version = %active.version, "resuming an interrupted rollback")
@@ -483,6 +481,31 @@ impl Migrator {
     /// stand in their way instead of refusing.
     pub fn set_force(&mut self, force: bool) {
         self.force = force;
+    }
+
+    /// Moves migration `active` into phase `next`, in which no proxy gives a
+    /// new session the version `doomed` that `command` removes; then waits a
+    /// heartbeat, so that every proxy has reported its sessions (one that
+    /// connected just before is not in the last report yet), and refuses
+    /// (or, forced, ends) the sessions still pinned to `doomed`. A refusal
+    /// puts the phase back: no step has run.
+    async fn enter_phase(
+        &self,
+        active: &MigrationRow,
+        next: &str,
+        doomed: &str,
+        command: &'static str,
+    ) -> Result<(), MigrateError> {
+        let schema = self.schema();
+        // What the last reports show is refused at once.
+        self.sessions_gone(doomed, command, &active.version).await?;
+        state::set_phase(&self.client, schema, &active.version, next).await?;
+        tokio::time::sleep(state::REPORT_WAIT).await;
+        if let Err(e) = self.sessions_gone(doomed, command, &active.version).await {
+            state::set_phase(&self.client, schema, &active.version, &active.phase).await?;
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Refuses (or, forced, ends) the live sessions pinned to `version`,
@@ -600,7 +623,7 @@ impl Migrator {
         // A proxy publishes only the sessions it has: one whose heartbeat has
         // not come round since the NOTIFY would go unseen. After a full
         // heartbeat, every running proxy has reported.
-        tokio::time::sleep(state::HEARTBEAT + Duration::from_millis(500)).await;
+        tokio::time::sleep(state::REPORT_WAIT).await;
         loop {
             let unmoved =
                 state::sessions_off(&self.client, schema, old, old_schema, &since).await?;

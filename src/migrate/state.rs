@@ -355,6 +355,10 @@ pub async fn pin(
 /// How often each proxy publishes its sessions to `pgshift.sessions`.
 pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long after a NOTIFY every running proxy has published its sessions:
+/// one heartbeat, and a margin for the beat itself.
+pub const REPORT_WAIT: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// A proxy's sessions count as live while its heartbeat is younger than this.
 pub const SESSION_TTL_SECONDS: i32 = 5;
 

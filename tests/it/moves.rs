@@ -326,3 +326,40 @@ async fn pgbench_prepared_select_star_through_start_rollback_and_complete() {
     assert!(n > 0);
     m.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn complete_refuses_a_session_that_connected_just_before_it() {
+    let (env, _dir, file) = lab().await;
+    let mut m = migrator(&env).await;
+    m.start(&file, false).await.unwrap();
+    // No heartbeat has reported this session yet when complete begins.
+    let late = harness::connect(&url_as(&env, "just-in-time")).await;
+    let err = m.complete().await.unwrap_err();
+    assert!(
+        matches!(err, MigrateError::SessionsPinned { .. })
+            && err.to_string().contains("just-in-time"),
+        "{err}"
+    );
+    let phase: String = env
+        .direct()
+        .await
+        .query_one(
+            "SELECT phase FROM pgshift.migrations WHERE version = $1",
+            &[&NEW],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        phase, "active",
+        "a refused complete leaves the migration as it was"
+    );
+    let row = late
+        .query_one("SELECT * FROM users LIMIT 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.len(), 3);
+    drop(late);
+    finish_when_drained(&mut m, true).await;
+    m.close().await.unwrap();
+}
