@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tokio::net::TcpListener;
 
 use crate::cluster::{ClusterOptions, TempCluster};
 use crate::config::{FileConfig, LogFormat, ProxyConfig, ProxySettings, UpstreamConfig};
@@ -369,9 +368,8 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();
         for addr in &config.listen {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
+            let listener =
+                proxy::bind(*addr).with_context(|| format!("cannot listen on {addr}"))?;
             listeners.push(listener);
         }
         let addr = listeners[0].local_addr()?;

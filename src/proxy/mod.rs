@@ -4,6 +4,8 @@
 
 mod cancel;
 mod console;
+#[cfg(test)]
+mod fuzz;
 mod placement;
 pub mod registry;
 mod relay;
@@ -156,6 +158,24 @@ pub enum Phase {
     Draining,
     /// The drain timeout passed; every session closes now.
     Closing,
+}
+
+/// Pending connections the kernel queues for each listener (`listen(2)`'s
+/// backlog, capped by `net.core.somaxconn`). The usual 128 overflows when
+/// hundreds of clients connect at once, and each overflow costs a client a
+/// one-second SYN retransmit.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a client listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts clients on `listener` and spawns a session for each, until the

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pgshift::cluster::{ClusterOptions, TempCluster};
 use pgshift::config::{ProxyConfig, UpstreamConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -103,7 +103,7 @@ pub async fn spawn_proxy(
 ) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
     let mut listeners = Vec::new();
     for addr in &mut config.listen {
-        let listener = tokio::net::TcpListener::bind(*addr).await.unwrap();
+        let listener = pgshift::proxy::bind(*addr).unwrap();
         *addr = listener.local_addr().unwrap();
         listeners.push(listener);
     }
@@ -118,6 +118,31 @@ pub async fn spawn_proxy(
         .expect("proxy run");
     });
     (addr, tx, task)
+}
+
+/// Starts the `pgshift proxy` binary on a free port in front of `cluster` and
+/// returns it with the address it printed.
+pub async fn spawn_binary(
+    cluster: &TempCluster,
+    extra: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .args(["proxy", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--upstream")
+        .arg(cluster.url("postgres"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = stdout.next_line().await.unwrap().expect("a banner line");
+    let addr = banner
+        .split_whitespace()
+        .find_map(|w| w.trim_end_matches(';').parse().ok())
+        .unwrap_or_else(|| panic!("no address in {banner:?}"));
+    (child, addr)
 }
 
 /// Connects with tokio-postgres and drives the connection in the background.

@@ -1,6 +1,7 @@
 //! pgshift's integration tests: one binary, one shared harness, each test with
 //! its own throwaway Postgres cluster and proxy.
 
+mod abuse;
 mod auth;
 mod bluegreen;
 mod cli;

@@ -6,34 +6,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pgshift::cluster::{ClusterOptions, TempCluster};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 
-use crate::harness::{Raw, query};
-
-/// Starts the `pgshift proxy` binary on a free port in front of `cluster` and
-/// returns it with the address it printed.
-async fn spawn_binary(
-    cluster: &TempCluster,
-    extra: &[&str],
-) -> (tokio::process::Child, std::net::SocketAddr) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
-        .args(["proxy", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .arg("--upstream")
-        .arg(cluster.url("postgres"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-    let banner = stdout.next_line().await.unwrap().expect("a banner line");
-    let addr = banner
-        .split_whitespace()
-        .find_map(|w| w.trim_end_matches(';').parse().ok())
-        .unwrap_or_else(|| panic!("no address in {banner:?}"));
-    (child, addr)
-}
+use crate::harness::{Raw, query, spawn_binary};
 
 fn signal(child: &tokio::process::Child, signal: nix::sys::signal::Signal) {
     nix::sys::signal::kill(
