@@ -129,6 +129,8 @@ struct Shape {
     down: Vec<(String, String)>,
     backfill_set: Vec<(String, String)>,
     backfill_touch: bool,
+    /// Physical column → the indexes this migration creates on it.
+    new_indexes: BTreeMap<String, Vec<String>>,
 }
 
 struct Planner<'a> {
@@ -234,6 +236,7 @@ impl<'a> Planner<'a> {
                     down: Vec::new(),
                     backfill_set: Vec::new(),
                     backfill_touch: false,
+                    new_indexes: BTreeMap::new(),
                 });
                 Some(self.shapes.len() - 1)
             }

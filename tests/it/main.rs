@@ -10,6 +10,7 @@ mod console;
 mod disconnect;
 mod harness;
 mod hostile;
+mod injection;
 mod large;
 mod limits;
 mod migrate;

@@ -325,6 +325,18 @@ impl Planner<'_> {
             );
             return None;
         }
+        // An index an earlier operation of this file creates on the column
+        // would go with the old column at complete.
+        if let Some(indexes) = self.shapes[s].new_indexes.get(&old_physical) {
+            let indexes = indexes.join(", ");
+            self.problem(
+                at,
+                format!(
+                    "column {name:?} is indexed by {indexes}, which an earlier operation of this migration creates; the index would go with the old column at complete, so put that create_index after this operation"
+                ),
+            );
+            return None;
+        }
         let physical = names::new_column(name);
         let type_ = change.type_.unwrap_or(info.type_.clone());
         let default = change.default.unwrap_or(info.default.clone());

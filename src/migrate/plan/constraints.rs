@@ -199,7 +199,13 @@ impl Planner<'_> {
                 );
                 continue;
             };
-            let mut field = ident(&self.shapes[s].new_cols[i].1);
+            let physical = self.shapes[s].new_cols[i].1.clone();
+            self.shapes[s]
+                .new_indexes
+                .entry(physical.clone())
+                .or_default()
+                .push(c.name.clone());
+            let mut field = ident(&physical);
             if let Some(collate) = &f.collate {
                 field.push_str(&format!(" COLLATE {}", ident(collate)));
             }

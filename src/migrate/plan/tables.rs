@@ -113,6 +113,7 @@ impl Planner<'_> {
             down: Vec::new(),
             backfill_set: Vec::new(),
             backfill_touch: false,
+            new_indexes: Default::default(),
         });
     }
 
