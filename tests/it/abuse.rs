@@ -23,7 +23,7 @@ async fn proxy(
     cluster: &TempCluster,
     extra: &[&str],
 ) -> (tokio::process::Child, std::net::SocketAddr) {
-    let (mut child, addr) = spawn_binary(cluster, extra).await;
+    let (mut child, addr) = spawn_binary(&cluster.url("postgres"), extra).await;
     let mut logs = child.stderr.take().unwrap();
     tokio::spawn(async move { tokio::io::copy(&mut logs, &mut tokio::io::sink()).await });
     (child, addr)

@@ -88,3 +88,85 @@ async fn wrong_passwords_and_unknown_users_are_refused() {
     // The proxy is unharmed and the users still work.
     harness::connect(&url(&env, "md5_user", "pw-md5_user")).await;
 }
+
+/// Refusals through the binary, with its logs captured: wrong passwords of
+/// each method, an unknown user, a non-admin on the admin console, and a
+/// client that requires TLS from a proxy without it. No password, the
+/// upstream's included, appears in any log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_carry_their_sqlstate_and_no_credential_reaches_the_log() {
+    use tokio::io::AsyncReadExt;
+    let cluster = tokio::task::spawn_blocking(|| {
+        pgshift::cluster::TempCluster::start(&ClusterOptions {
+            hba: Some(HBA.to_string()),
+            ..Default::default()
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let upstream = format!(
+        "postgres://postgres:upstream-secret-42@127.0.0.1:{}/postgres?sslmode=disable",
+        cluster.port
+    );
+    let (mut child, addr) = harness::spawn_binary(
+        &upstream,
+        &["--admin-users", "scram_user", "--log-format", "json"],
+    )
+    .await;
+    let mut logs = child.stderr.take().unwrap();
+    let direct = harness::connect(&cluster.url("postgres")).await;
+    direct
+        .batch_execute(
+            "SET password_encryption = 'md5';
+             CREATE ROLE md5_user LOGIN PASSWORD 'pw-md5_user';
+             SET password_encryption = 'scram-sha-256';
+             CREATE ROLE scram_user LOGIN PASSWORD 'pw-scram_user';
+             CREATE ROLE clear_user LOGIN PASSWORD 'pw-clear_user';",
+        )
+        .await
+        .unwrap();
+    let at = |user: &str, password: &str, db: &str, ssl: &str| {
+        format!("postgres://{user}:{password}@{addr}/{db}?sslmode={ssl}")
+    };
+    for user in ["clear_user", "md5_user", "scram_user", "nobody"] {
+        let err = harness::try_connect(&at(user, "wrong-secret-7", "postgres", "disable"))
+            .await
+            .unwrap_err();
+        assert_eq!(harness::sqlstate(&err), "28P01", "{user}: {err}");
+    }
+    let err = harness::try_connect(&at("md5_user", "pw-md5_user", "pgshift", "disable"))
+        .await
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&err), "28000", "{err}");
+    // The proxy has no certificate: it answers SSLRequest with 'N', and a
+    // client that requires TLS gives up before sending anything.
+    let err = harness::try_connect(&at("clear_user", "pw-clear_user", "postgres", "require"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("TLS"), "{err}");
+    // Right passwords work, cleartext included.
+    harness::connect(&at("clear_user", "pw-clear_user", "postgres", "disable")).await;
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id().unwrap() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    child.wait().await.unwrap();
+    let mut text = String::new();
+    logs.read_to_string(&mut text).await.unwrap();
+    assert!(
+        text.lines().count() > 5,
+        "the log has the connection lines:\n{text}"
+    );
+    for secret in [
+        "upstream-secret-42",
+        "wrong-secret-7",
+        "pw-clear_user",
+        "pw-md5_user",
+        "pw-scram_user",
+    ] {
+        assert!(!text.contains(secret), "{secret} is in the log:\n{text}");
+    }
+}

@@ -120,17 +120,17 @@ pub async fn spawn_proxy(
     (addr, tx, task)
 }
 
-/// Starts the `pgshift proxy` binary on a free port in front of `cluster` and
-/// returns it with the address it printed.
+/// Starts the `pgshift proxy` binary on a free port in front of the
+/// `upstream` URL and returns it with the address it printed.
 pub async fn spawn_binary(
-    cluster: &TempCluster,
+    upstream: &str,
     extra: &[&str],
 ) -> (tokio::process::Child, std::net::SocketAddr) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
         .args(["proxy", "--listen", "127.0.0.1:0"])
         .args(extra)
         .arg("--upstream")
-        .arg(cluster.url("postgres"))
+        .arg(upstream)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)

@@ -24,7 +24,7 @@ async fn sigint_drains_too() {
         .await
         .unwrap()
         .unwrap();
-    let (mut child, addr) = spawn_binary(&cluster, &[]).await;
+    let (mut child, addr) = spawn_binary(&cluster.url("postgres"), &[]).await;
     let (mut idle, _) = Raw::startup(addr, &[]).await;
     signal(&child, nix::sys::signal::Signal::SIGINT);
     assert_eq!(idle.error_then_close().await.as_deref(), Some("57P01"));
@@ -41,8 +41,11 @@ async fn sigterm_drains_then_exits_and_logs_are_json() {
         .await
         .unwrap()
         .unwrap();
-    let (mut child, addr) =
-        spawn_binary(&cluster, &["--drain-timeout", "3s", "--log-format", "json"]).await;
+    let (mut child, addr) = spawn_binary(
+        &cluster.url("postgres"),
+        &["--drain-timeout", "3s", "--log-format", "json"],
+    )
+    .await;
 
     let (mut idle, _) = Raw::startup(addr, &[("application_name", "idle")]).await;
     let (mut busy, _) = Raw::startup(addr, &[("application_name", "busy")]).await;
