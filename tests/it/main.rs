@@ -8,6 +8,7 @@ mod cli;
 mod clients;
 mod console;
 mod disconnect;
+mod faults;
 mod harness;
 mod hostile;
 mod injection;
