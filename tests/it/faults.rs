@@ -166,7 +166,7 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let seen = harness::eventually(Duration::from_secs(60), || ready()).await;
+    let seen = harness::eventually(Duration::from_secs(60), ready).await;
     assert!(seen, "the command never reached the point to kill it at");
     child.start_kill().unwrap();
     child.wait().await.unwrap();
@@ -415,7 +415,7 @@ async fn postgres_restarted_during_a_backfill() {
     .await;
     assert!(back, "new sessions are served once Postgres is back");
     let (rows_before, _) = lab.backfill().await;
-    assert!(rows_before >= 3_000 && rows_before < ROWS);
+    assert!((3_000..ROWS).contains(&rows_before));
     lab.finish("start").await;
     assert_eq!(
         lab.backfill().await.0,
