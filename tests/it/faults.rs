@@ -161,7 +161,7 @@ impl Lab {
 }
 
 /// Waits until `ready` holds, then kills `child` with SIGKILL.
-async fn kill_when<F, Fut>(child: &mut tokio::process::Child, mut ready: F)
+async fn kill_when<F, Fut>(child: &mut tokio::process::Child, ready: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
