@@ -234,6 +234,7 @@ pub async fn run(
         upper = Some(bound);
     }
     let upper = upper.expect("set above");
+    tracing::info!(table = %spec.table, rows_done = done_rows, "backfill starting");
     let mut progress = Progress::new(&spec.table, estimate as u64, done_rows);
     let mut size = tuning.batch_size.max(1);
     let rows_per_page = if spec.key.is_empty() {
