@@ -8,15 +8,17 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use thiserror::Error;
 use tokio_postgres::{Client, GenericClient};
 
 use super::backfill::{self, Tuning};
 use super::ddl::{self, StepRef};
-use super::format::{self, FormatError, Migration, Problem};
+pub use super::error::MigrateError;
+use super::error::db_message;
+use super::format::{self, Migration};
 use super::names;
 use super::plan::{self, Context, Plan, Step};
 use super::state::{self, MigrationRow};
+pub use super::status::{ActiveStatus, BackfillStatus, HistoryEntry, Status, status};
 use crate::catalog;
 use crate::quote::literal;
 
@@ -50,192 +52,11 @@ impl Settings {
     }
 }
 
-/// Why a migration command failed; each says what to do next.
-#[derive(Debug, Error)]
-pub enum MigrateError {
-    #[error("cannot connect to {url}: {}", db_message(.source))]
-    Connect {
-        url: String,
-        source: tokio_postgres::Error,
-    },
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Tls(#[from] crate::proxy::tls::TlsError),
-    #[error("version {version:?} does not exist now; pin a route to one of: {}", existing.join(", "))]
-    UnknownVersion {
-        version: String,
-        existing: Vec<String>,
-    },
-    #[error("{}", render_sessions(version, command, sessions))]
-    SessionsPinned {
-        version: String,
-        command: &'static str,
-        sessions: Vec<state::SessionRow>,
-    },
-    #[error("{}", render_unmoved(version, timeout, sessions))]
-    SessionsNotMoved {
-        version: String,
-        timeout: Duration,
-        sessions: Vec<state::SessionRow>,
-    },
-    #[error(transparent)]
-    Format(#[from] FormatError),
-    #[error("{}", render_live(file, problems))]
-    Live {
-        file: String,
-        problems: Vec<Problem>,
-    },
-    #[error(
-        "another pgshift command is running on schema {schema:?} (it holds the migration lock); wait for it to finish"
-    )]
-    Busy { schema: String },
-    #[error(
-        "migration {version:?} is {phase} on schema {schema:?}; run `pgshift complete` or `pgshift rollback` before starting another"
-    )]
-    Active {
-        schema: String,
-        version: String,
-        phase: String,
-    },
-    #[error(
-        "no migration is in progress on schema {schema:?}; start one with `pgshift start FILE`"
-    )]
-    NoneActive { schema: String },
-    #[error("migration {version:?} is {phase}; `{command}` cannot run now{hint}")]
-    WrongPhase {
-        version: String,
-        phase: String,
-        command: &'static str,
-        hint: String,
-    },
-    #[error(
-        "{count} row(s) of {what} are not converted yet; run `pgshift start` again to finish the backfill, then complete"
-    )]
-    NotConverted { what: String, count: i64 },
-    #[error("{action} step {position} failed: {message}\n  SQL: {sql}")]
-    Step {
-        action: String,
-        position: i32,
-        sql: String,
-        message: String,
-    },
-    #[error("database error: {}", db_message(.0))]
-    Db(#[from] tokio_postgres::Error),
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-fn render_sessions(version: &str, command: &str, sessions: &[state::SessionRow]) -> String {
-    let mut out = format!(
-        "{} session(s) are pinned to version {version:?}, which {command} would remove; move them (pgshift pin, or drain the deployment) or run `pgshift {command} --force` to end them:",
-        sessions.len()
-    );
-    out.push_str(&session_lines(sessions));
-    out
-}
-
-fn render_unmoved(version: &str, timeout: &Duration, sessions: &[state::SessionRow]) -> String {
-    let mut out = format!(
-        "{} session(s) of version {version:?} still stand on the physical tables after {}; \
-         each moves onto the version's views at its first moment outside a transaction. \
-         No table has changed yet: end those transactions and run `pgshift start` again, or `pgshift rollback`:",
-        sessions.len(),
-        humantime::format_duration(*timeout)
-    );
-    out.push_str(&session_lines(sessions));
-    out
-}
-
-/// One line per session: proxy, application_name, client address, since when.
-fn session_lines(sessions: &[state::SessionRow]) -> String {
-    sessions
-        .iter()
-        .map(|s| {
-            format!(
-                "\n  proxy {}: application_name {:?}, client {}, since {}",
-                s.proxy, s.application_name, s.client_addr, s.since
-            )
-        })
-        .collect()
-}
-
-fn render_live(file: &str, problems: &[Problem]) -> String {
-    let mut out = format!(
-        "{file}: {} problem(s) against the live database:",
-        problems.len()
-    );
-    for p in problems {
-        out.push_str(&format!(
-            "\n  at {}: {}",
-            if p.path.is_empty() { "/" } else { &p.path },
-            p.message
-        ));
-    }
-    out
-}
-
-/// The message of a database error, with its detail and hint.
-fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut m = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(detail) = db.detail() {
-                m.push_str(&format!("; {detail}"));
-            }
-            if let Some(hint) = db.hint() {
-                m.push_str(&format!("; hint: {hint}"));
-            }
-            m
-        }
-        None => e.to_string(),
-    }
-}
-
 /// One migration command's connection, holding the schema's advisory lock.
 pub struct Migrator {
     client: Client,
     settings: Settings,
     force: bool,
-}
-
-/// What `status` reports.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Status {
-    pub schema: String,
-    pub current_version: String,
-    pub active: Option<ActiveStatus>,
-    pub history: Vec<HistoryEntry>,
-    /// Live sessions of every proxy, with their versions.
-    pub sessions: Vec<state::SessionRow>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ActiveStatus {
-    pub version: String,
-    pub phase: String,
-    pub version_schema: String,
-    pub old_version: String,
-    pub backfill: Vec<BackfillStatus>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BackfillStatus {
-    pub table: String,
-    pub rows_done: i64,
-    pub batches: i64,
-    pub done: bool,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct HistoryEntry {
-    pub version: String,
-    pub parent: String,
-    pub phase: String,
-    pub updated_at: String,
 }
 
 impl Migrator {
@@ -732,55 +553,6 @@ pub fn session_setup(schema: &str, version: &str, version_schema: &str) -> Strin
         crate::quote::ident(version_schema),
         crate::quote::ident(schema)
     )
-}
-
-/// The active migration of `schema`, its backfill progress, the history and
-/// the live sessions; needs no lock, so the proxy's console uses it too.
-pub async fn status(client: &impl GenericClient, schema: &str) -> Result<Status, MigrateError> {
-    let active = match state::active(client, schema).await? {
-        Some(row) => {
-            let backfill = client
-                .query(
-                    "SELECT table_name, rows_done, batches, done FROM pgshift.backfill
-                         WHERE schema_name = $1 AND version = $2 ORDER BY table_name",
-                    &[&schema, &row.version.as_str()],
-                )
-                .await?
-                .iter()
-                .map(|r| BackfillStatus {
-                    table: r.get(0),
-                    rows_done: r.get(1),
-                    batches: r.get(2),
-                    done: r.get(3),
-                })
-                .collect();
-            Some(ActiveStatus {
-                version: row.version.clone(),
-                phase: row.phase.clone(),
-                version_schema: row.plan.version_schema.clone(),
-                old_version: row.parent.clone(),
-                backfill,
-            })
-        }
-        None => None,
-    };
-    let history = state::history(client, schema)
-        .await?
-        .into_iter()
-        .map(|r| HistoryEntry {
-            version: r.version,
-            parent: r.parent,
-            phase: r.phase,
-            updated_at: r.updated_at,
-        })
-        .collect();
-    Ok(Status {
-        schema: schema.to_string(),
-        current_version: state::current_version(client, schema).await?,
-        sessions: state::live_sessions(client, schema, None).await?,
-        active,
-        history,
-    })
 }
 
 /// Pins `route` to `version` on `schema`; the version must be live now.

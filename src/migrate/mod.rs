@@ -5,8 +5,10 @@
 pub mod backfill;
 pub mod ddl;
 pub mod engine;
+pub mod error;
 pub mod expr;
 pub mod format;
 pub mod names;
 pub mod plan;
 pub mod state;
+pub mod status;

@@ -17,8 +17,12 @@ host all all 127.0.0.1/32 scram-sha-256
 /// Creates the password users: clear_user, md5_user (MD5-hashed) and
 /// scram_user (SCRAM-hashed), each with password `pw-<name>`.
 pub async fn create_users(env: &Env) {
-    env.direct()
-        .await
+    create_users_on(&env.direct().await).await;
+}
+
+/// [`create_users`] through `client`, a superuser connection.
+pub async fn create_users_on(client: &tokio_postgres::Client) {
+    client
         .batch_execute(
             "SET password_encryption = 'md5';
              CREATE ROLE md5_user LOGIN PASSWORD 'pw-md5_user';
@@ -116,16 +120,7 @@ async fn refusals_carry_their_sqlstate_and_no_credential_reaches_the_log() {
     .await;
     let mut logs = child.stderr.take().unwrap();
     let direct = harness::connect(&cluster.url("postgres")).await;
-    direct
-        .batch_execute(
-            "SET password_encryption = 'md5';
-             CREATE ROLE md5_user LOGIN PASSWORD 'pw-md5_user';
-             SET password_encryption = 'scram-sha-256';
-             CREATE ROLE scram_user LOGIN PASSWORD 'pw-scram_user';
-             CREATE ROLE clear_user LOGIN PASSWORD 'pw-clear_user';",
-        )
-        .await
-        .unwrap();
+    create_users_on(&direct).await;
     let at = |user: &str, password: &str, db: &str, ssl: &str| {
         format!("postgres://{user}:{password}@{addr}/{db}?sslmode={ssl}")
     };
