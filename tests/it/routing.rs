@@ -103,8 +103,10 @@ async fn sessions_get_their_version_through_the_proxy() {
         "{text}"
     );
 
+    // The old version's session leaves; complete waits for its proxy to say so.
+    drop(old);
     let mut m = Migrator::connect(settings(&env)).await.unwrap();
-    m.complete().await.unwrap();
+    crate::bluegreen::finish_when_drained(&mut m, true).await;
     m.close().await.unwrap();
     let old_url = versioned_url(&env, "baseline");
     let gone = harness::eventually(Duration::from_secs(1), || async {
@@ -272,7 +274,8 @@ async fn a_pin_reaches_every_proxy_and_only_new_sessions() {
     // After complete, green's pin is stale only if it points at a gone version:
     // pin blue to the old version, complete, and blue is refused with a clear error.
     m.pin("blue", "baseline").await.unwrap();
-    m.complete().await.unwrap();
+    drop(blue);
+    crate::bluegreen::finish_when_drained(&mut m, true).await;
     m.close().await.unwrap();
     let blue_url = format!(
         "postgres://postgres@{}/postgres?sslmode=disable&application_name=shop-blue",
