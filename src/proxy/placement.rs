@@ -23,6 +23,9 @@ pub struct Placement {
     /// The version schema that heads the session's search_path, as pgshift
     /// set it (`None`: the physical schema).
     on: Option<String>,
+    /// The one its startup packet set: what `RESET ALL`, `DISCARD ALL` and
+    /// `RESET search_path` return the session to.
+    at_startup: Option<String>,
     /// The version schema the session must move onto at its next idle point.
     pending_move: Option<String>,
     versions: watch::Receiver<Snapshot>,
@@ -49,6 +52,7 @@ impl Placement {
         versions.mark_changed();
         Placement {
             version,
+            at_startup: on.clone(),
             on,
             pending_move: None,
             versions,
@@ -93,9 +97,36 @@ impl Placement {
                 rewriter
             });
         }
-        // A schema that is gone (after a rollback) costs nothing on the
-        // search_path; only a schema to stand on needs a move.
+        self.aim(target);
+    }
+
+    /// Sets the pending move for `target`, the schema the session should
+    /// stand on. A schema that is gone (after a rollback) costs nothing on
+    /// the search_path; only a schema to stand on needs a move.
+    fn aim(&mut self, target: Option<String>) {
         self.pending_move = target.filter(|t| self.on.as_ref() != Some(t));
+    }
+
+    /// Notes that the client may have reset its search_path (`frame` is a
+    /// whole Query or Parse): a session that pgshift moved is back on its
+    /// startup search_path then, and is moved again at its next idle point.
+    /// A false alarm costs one more move, which changes nothing.
+    pub fn note_reset(&mut self, frame: &[u8]) {
+        if self.on == self.at_startup {
+            return;
+        }
+        let resets = frame.windows(5).any(|w| w.eq_ignore_ascii_case(b"reset"))
+            || frame.windows(7).any(|w| w.eq_ignore_ascii_case(b"discard"));
+        if resets {
+            self.on = self.at_startup.clone();
+            if let Some(info) = &self.info {
+                info.set_version_schema(self.on.clone());
+            }
+            let versions = self.versions.borrow().clone();
+            if let Some(versions) = versions {
+                self.aim(versions.placement(&self.version).0);
+            }
+        }
     }
 
     /// True while the session should move at its next idle point.

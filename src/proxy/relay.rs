@@ -192,8 +192,14 @@ impl FrameVisitor for ClientFrames<'_> {
     }
 
     fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), SessionError> {
-        if let Some(rewriter) = self.placement.as_mut().and_then(|p| p.rewriter.as_mut())
-            && let Some(new) = rewriter.rewrite_frame(frame)
+        let Some(placement) = self.placement.as_deref_mut() else {
+            return Ok(());
+        };
+        placement.note_reset(frame);
+        if let Some(new) = placement
+            .rewriter
+            .as_mut()
+            .and_then(|r| r.rewrite_frame(frame))
         {
             self.replacements.push((at, frame.len(), new));
         }

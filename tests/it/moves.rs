@@ -250,6 +250,20 @@ async fn start_waits_for_a_session_in_a_transaction_and_names_it() {
         .await
         .unwrap();
     assert_eq!(row.len(), 3);
+    // A pool's DISCARD ALL returns a moved session to its startup
+    // search_path; the proxy moves it again before its next statement.
+    busy.batch_execute("DISCARD ALL").await.unwrap();
+    let row = busy
+        .query_one("SELECT * FROM users LIMIT 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.len(), 3);
+    let path: String = busy
+        .query_one("SHOW search_path", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(path.starts_with("\"public_baseline\", "), "{path}");
     m.close().await.unwrap();
 }
 
