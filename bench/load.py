@@ -207,7 +207,7 @@ def run_path(bench, args, port, complete, workdir):
     with open(mig, "w") as f:
         f.write(MIGRATION)
     old = Group(bench, port, f"{path}-old", OLD_SCRIPT.format(rows=args.rows), 8, args.rate, dict(os.environ), workdir)
-    new = Group(bench, port, f"{path}-new", NEW_SCRIPT.format(rows=args.rows), 8, args.rate,
+    new = Group(bench, port, f"{path}-new", NEW_SCRIPT.format(rows=args.rows), args.new_clients, args.rate,
                 dict(os.environ, PGOPTIONS=f"-c pgshift.version={VERSION}"), workdir)
     t = {"begin": time.time()}
     old.start()
@@ -218,14 +218,17 @@ def run_path(bench, args, port, complete, workdir):
     t["active"] = time.time()
     while not serves(bench, port, VERSION):
         time.sleep(0.05)
-    new.start()
+    if args.new_clients:
+        new.start()
     time.sleep(args.steady)
-    (old if complete else new).drain()
+    if complete or args.new_clients:
+        (old if complete else new).drain()
     t["finish"] = time.time()
     migrator(bench, args, "complete" if complete else "rollback", marks=marks)
     t["done"] = time.time()
     time.sleep(2)
-    (new if complete else old).drain()
+    if not complete or args.new_clients:
+        (new if complete else old).drain()
     t["end"] = time.time()
 
     txs = old.transactions() + new.transactions()
@@ -287,6 +290,7 @@ def main():
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--steady", type=float, default=6.0, help="seconds of steady state and of both versions live")
     ap.add_argument("--lock-timeout-ms", type=int, default=500)
+    ap.add_argument("--new-clients", type=int, default=8, help="clients of the new version (0: none)")
     ap.add_argument("--rate", type=int, default=2000, help="transactions per second of each client group (pgbench -R)")
     ap.add_argument("--batch-size", type=int, default=500, help="most rows per backfill batch")
     ap.add_argument("--batch-delay-ms", type=int, default=20, help="pause between backfill batches")
