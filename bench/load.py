@@ -72,8 +72,9 @@ END;
 class Group:
     """A client group: pgbench in back-to-back short runs until drained."""
 
-    def __init__(self, bench, port, name, script, clients, rate, env, workdir):
+    def __init__(self, bench, port, name, script, clients, rate, env, workdir, seconds):
         self.bench, self.port, self.name, self.env, self.rate = bench, port, name, env, rate
+        self.seconds = seconds
         self.script = os.path.join(workdir, f"{name}.sql")
         with open(self.script, "w") as f:
             f.write(script)
@@ -93,7 +94,8 @@ class Group:
         while not self.stop.is_set():
             self.runs += 1
             cmd = [f"{self.bench.bin}/pgbench", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                   "-n", "-c", str(self.clients), "-j", "2", "-T", "2", "-M", "prepared", "-R", str(self.rate),
+                   "-n", "-c", str(self.clients), "-j", "2", "-T", str(self.seconds), "-M", "prepared",
+                   "-R", str(self.rate),
                    "-l", f"--log-prefix={self.prefix}-{self.runs}", "-f", self.script, "postgres"]
             out = subprocess.run(cmd, capture_output=True, text=True, env=self.env, cwd=os.path.dirname(self.prefix))
             text = out.stdout + out.stderr
@@ -206,9 +208,10 @@ def run_path(bench, args, port, complete, workdir):
     mig = os.path.join(workdir, f"{VERSION}.json")
     with open(mig, "w") as f:
         f.write(MIGRATION)
-    old = Group(bench, port, f"{path}-old", OLD_SCRIPT.format(rows=args.rows), 8, args.rate, dict(os.environ), workdir)
+    old = Group(bench, port, f"{path}-old", OLD_SCRIPT.format(rows=args.rows), 8, args.rate, dict(os.environ), workdir,
+                args.run_seconds)
     new = Group(bench, port, f"{path}-new", NEW_SCRIPT.format(rows=args.rows), args.new_clients, args.rate,
-                dict(os.environ, PGOPTIONS=f"-c pgshift.version={VERSION}"), workdir)
+                dict(os.environ, PGOPTIONS=f"-c pgshift.version={VERSION}"), workdir, args.run_seconds)
     t = {"begin": time.time()}
     old.start()
     time.sleep(args.steady)
@@ -290,6 +293,8 @@ def main():
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--steady", type=float, default=6.0, help="seconds of steady state and of both versions live")
     ap.add_argument("--lock-timeout-ms", type=int, default=500)
+    ap.add_argument("--run-seconds", type=int, default=2,
+                    help="length of each pgbench run of a group (a drained group finishes its current run)")
     ap.add_argument("--new-clients", type=int, default=8, help="clients of the new version (0: none)")
     ap.add_argument("--rate", type=int, default=2000, help="transactions per second of each client group (pgbench -R)")
     ap.add_argument("--batch-size", type=int, default=500, help="most rows per backfill batch")
