@@ -204,6 +204,8 @@ def run_path(bench, args, port, complete, workdir):
     psql(bench, "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, rating text NOT NULL);"
                 f"INSERT INTO accounts (name, rating) SELECT 'acct ' || g, (g % 5 + 1)::text FROM generate_series(1, {args.rows}) g")
     psql(bench, "VACUUM ANALYZE accounts")
+    # The load's dirty pages and WAL are written out before the steady state.
+    psql(bench, "CHECKPOINT")
     path = "complete" if complete else "rollback"
     mig = os.path.join(workdir, f"{VERSION}.json")
     with open(mig, "w") as f:
@@ -238,7 +240,7 @@ def run_path(bench, args, port, complete, workdir):
     backfill0 = marks.get("backfill starting", t["active"])
     backfill1 = marks.get("backfill done", t["active"])
     phases = [
-        ("steady state", t["begin"] + 1, t["start"]),
+        ("steady state", t["begin"] + 2, t["start"]),
         ("start (expand)", t["start"], backfill0),
         ("backfill", backfill0, backfill1),
         ("both versions", t["active"], t["finish"]),
