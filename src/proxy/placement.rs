@@ -16,6 +16,19 @@ use super::versions::Snapshot;
 use crate::quote;
 use crate::routing::VERSION_SETTING;
 
+/// True when `sql` holds the word RESET or DISCARD (any case), not as part
+/// of a longer identifier such as `password_reset`.
+fn mentions_reset(sql: &[u8]) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    [&b"reset"[..], &b"discard"[..]].iter().any(|kw| {
+        sql.windows(kw.len()).enumerate().any(|(i, w)| {
+            w.eq_ignore_ascii_case(kw)
+                && (i == 0 || !word(sql[i - 1]))
+                && sql.get(i + kw.len()).is_none_or(|b| !word(*b))
+        })
+    })
+}
+
 /// Where one session stands, and how it follows version changes.
 pub struct Placement {
     /// The version the session is pinned to; it never changes.
@@ -115,9 +128,7 @@ impl Placement {
         if self.on == self.at_startup {
             return;
         }
-        let resets = frame.windows(5).any(|w| w.eq_ignore_ascii_case(b"reset"))
-            || frame.windows(7).any(|w| w.eq_ignore_ascii_case(b"discard"));
-        if resets {
+        if mentions_reset(frame) {
             self.on = self.at_startup.clone();
             if let Some(info) = &self.info {
                 info.set_version_schema(self.on.clone());
@@ -135,15 +146,19 @@ impl Placement {
     }
 
     /// The simple Query that moves the session: its version schema goes first
-    /// on the search_path it has now, and `pgshift.version` names its
-    /// version. Its replies (one row, CommandComplete, ReadyForQuery) are
-    /// pgshift's, not the client's.
+    /// on the search_path it has now (unless it is first already, so a move
+    /// repeated after a false alarm changes nothing), and `pgshift.version`
+    /// names its version. Its replies (one row, CommandComplete,
+    /// ReadyForQuery) are pgshift's, not the client's.
     pub fn move_query(&self) -> Option<Vec<u8>> {
         let schema = self.pending_move.as_ref()?;
         let head = quote::literal(&quote::ident(schema));
+        let path = "pg_catalog.current_setting('search_path')";
         let sql = format!(
-            "SELECT pg_catalog.set_config('search_path', CASE pg_catalog.current_setting('search_path') \
-             WHEN '' THEN {head} ELSE {head} || ', ' || pg_catalog.current_setting('search_path') END, false), \
+            "SELECT pg_catalog.set_config('search_path', CASE \
+             WHEN {path} = '' THEN {head} \
+             WHEN {path} = {head} OR pg_catalog.starts_with({path}, {head} || ',') THEN {path} \
+             ELSE {head} || ', ' || {path} END, false), \
              pg_catalog.set_config({}, {}, false)",
             quote::literal(VERSION_SETTING),
             quote::literal(&self.version)
@@ -254,5 +269,29 @@ impl SessionRewriter {
         out.extend_from_slice(&new_sql);
         out.extend_from_slice(rest);
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions_reset;
+
+    #[test]
+    fn reset_and_discard_are_words_not_parts_of_names() {
+        for sql in [
+            "RESET ALL",
+            "discard all",
+            "BEGIN; Reset search_path;",
+            "\treset\n",
+        ] {
+            assert!(mentions_reset(sql.as_bytes()), "{sql}");
+        }
+        for sql in [
+            "SELECT password_reset FROM users",
+            "SELECT resets, discarded FROM t",
+            "SELECT 1",
+        ] {
+            assert!(!mentions_reset(sql.as_bytes()), "{sql}");
+        }
     }
 }
