@@ -323,11 +323,8 @@ pub fn with_param(raw: &[u8], key: &str, value: &str) -> Option<Bytes> {
         Some((_, v)) => *v = value.as_bytes().to_vec(),
         None => params.push((key.as_bytes().to_vec(), value.as_bytes().to_vec())),
     }
-    let options_at = params.iter().position(|(k, _)| k == b"options");
-    let options = options_at
-        .map(|i| split_options(&String::from_utf8_lossy(&params[i].1)))
-        .unwrap_or_default();
-    Some(encode(&mut params, options_at, &options))
+    // No options to replace: the parameters go back as they are.
+    Some(encode(&mut params, None, &[]))
 }
 
 /// The (name, value) byte pairs of a StartupMessage, in order.

@@ -115,16 +115,7 @@ impl Lab {
     async fn consistent(&self) {
         let admin = self.admin().await;
         assert_eq!(self.one_i64("SELECT count(*) FROM items").await, ROWS);
-        let columns: Vec<String> = admin
-            .query(
-                "SELECT attname::text FROM pg_attribute WHERE attrelid = 'items'::regclass AND attnum > 0 AND NOT attisdropped",
-                &[],
-            )
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let columns = harness::columns(&admin, "items").await;
         let has = |c: &str| columns.iter().any(|x| x == c);
         // Rows the backfill has not reached yet have no new values; once it
         // is done, none may lack them.
@@ -262,11 +253,7 @@ async fn the_migrator_killed_during_rollback_finishes_when_rerun() {
     lab.finish("rollback").await;
     assert_eq!(lab.phase().await, "rolled_back");
     lab.consistent().await;
-    let leftovers = lab
-        .one_i64(
-            "SELECT count(*) FROM pg_attribute WHERE attrelid = 'items'::regclass AND attnum > 0 AND NOT attisdropped",
-        )
-        .await;
+    let leftovers = harness::columns(&lab.admin().await, "items").await.len();
     assert_eq!(leftovers, 2, "only id and price remain");
 }
 

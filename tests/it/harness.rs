@@ -174,6 +174,30 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// The first column of every row of `sql`, as text.
+pub async fn texts(client: &Client, sql: &str) -> Vec<String> {
+    client
+        .query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The live columns of `table`, in order.
+pub async fn columns(client: &Client, table: &str) -> Vec<String> {
+    texts(
+        client,
+        &format!(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = {}::regclass
+             AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            pgshift::quote::literal(table)
+        ),
+    )
+    .await
+}
+
 /// Polls `check` every 50 ms until it returns true, for at most `limit`.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where

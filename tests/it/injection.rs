@@ -7,7 +7,7 @@
 use pgshift::migrate::engine::{Migrator, Settings};
 use tokio_postgres::NoTls;
 
-use crate::harness::Env;
+use crate::harness::{self, Env};
 
 const VERSION: &str = "v2'\";DROP TABLE victims;--$$ é\\";
 
@@ -114,17 +114,12 @@ async fn hostile_version_index_and_constraint_names_are_quoted_everywhere() {
         .await
         .unwrap()
         .get(0);
-    let names: Vec<String> = direct
-        .query(
-            "SELECT indexname::text FROM pg_indexes WHERE tablename = 'users'
+    let names = harness::texts(
+        &direct,
+        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'users'
              UNION ALL SELECT conname::text FROM pg_constraint WHERE conrelid = 'users'::regclass",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
     assert_eq!(
         named, 2,
         "the index and the constraint carry their names verbatim: {names:?}"

@@ -263,17 +263,8 @@ async fn multi_operation_lifecycle_with_two_clients() {
 
     lab.start(&file).await;
     lab.complete().await;
-    let cols: Vec<String> = admin
-        .query(
-            "SELECT column_name || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns
-             WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let cols = harness::texts(&admin, "SELECT column_name || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name = 'users' ORDER BY ordinal_position").await;
     assert_eq!(
         cols,
         [
@@ -294,16 +285,11 @@ async fn multi_operation_lifecycle_with_two_clients() {
         .get(0);
     assert_eq!(bad, 0);
     // The old version's schema is gone; the new one stays usable.
-    let schemas: Vec<String> = admin
-        .query(
-            "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'public_%' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let schemas = harness::texts(
+        &admin,
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'public_%' ORDER BY 1",
+    )
+    .await;
     assert_eq!(schemas, ["public_01_users"]);
     assert_eq!(
         new.query("SELECT full_name FROM users", &[])
@@ -426,16 +412,11 @@ async fn create_table_and_indexes() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1);
-    let indexes: Vec<String> = admin
-        .query(
-            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let indexes = harness::texts(
+        &admin,
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .await;
     for expected in [
         "orders_total_idx",
         "users_rating_idx",
@@ -538,16 +519,7 @@ async fn volatile_default_unique_and_foreign_key_on_a_table_without_primary_key(
     );
     lab.complete().await;
     let admin = lab.admin().await;
-    let defs: Vec<String> = admin
-        .query(
-            "SELECT conname::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'events'::regclass ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let defs = harness::texts(&admin, "SELECT conname::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'events'::regclass ORDER BY 1").await;
     assert!(
         defs.iter()
             .any(|d| d.starts_with("events_account_fk FOREIGN KEY (account_id)")),
@@ -860,16 +832,11 @@ async fn rename_table_and_drop_table() {
     new.execute("INSERT INTO clients VALUES (101, 'from new')", &[])
         .await
         .unwrap();
-    let names: Vec<String> = new
-        .query(
-            "SELECT display_name FROM clients WHERE id >= 100 ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names = harness::texts(
+        &new,
+        "SELECT display_name FROM clients WHERE id >= 100 ORDER BY id",
+    )
+    .await;
     assert_eq!(names, ["from old", "from new"]);
     for gone in ["SELECT * FROM customers", "SELECT * FROM legacy"] {
         let err = new.query(gone, &[]).await.unwrap_err();
@@ -881,16 +848,11 @@ async fn rename_table_and_drop_table() {
     );
     lab.complete().await;
     let admin = lab.admin().await;
-    let tables: Vec<String> = admin
-        .query(
-            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let tables = harness::texts(
+        &admin,
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .await;
     assert_eq!(tables, ["clients"]);
     let n: i64 = admin
         .query_one("SELECT count(display_name) FROM clients", &[])
@@ -988,18 +950,7 @@ async fn create_constraint_check_unique_and_foreign_key() {
         .unwrap_err();
     assert_eq!(harness::sqlstate(&err), "23503");
     lab.complete().await;
-    let defs: Vec<String> = lab
-        .admin()
-        .await
-        .query(
-            "SELECT conname::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'products'::regclass ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let defs = harness::texts(&lab.admin().await, "SELECT conname::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'products'::regclass ORDER BY 1").await;
     assert_eq!(
         defs,
         [

@@ -61,22 +61,6 @@ fn url_as(env: &Env, app: &str) -> String {
     )
 }
 
-/// Columns of the physical table, as the catalog has them.
-async fn physical_columns(env: &Env) -> Vec<String> {
-    env.direct()
-        .await
-        .query(
-            "SELECT attname::text FROM pg_attribute WHERE attrelid = 'public.users'::regclass
-             AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 /// A session that asks for the new version, once the proxy has heard that
 /// it exists (through NOTIFY, within moments of `start` returning).
 async fn connect_new(env: &Env) -> Client {
@@ -126,7 +110,7 @@ async fn a_session_from_before_start_moves_onto_the_old_views_and_keeps_its_prep
     m.start(&file, false).await.unwrap();
     // start returned only once the session stood on the old views, so the
     // physical table has changed under a session that no longer sees it.
-    assert!(physical_columns(&env).await.len() > 3);
+    assert!(harness::columns(&env.direct().await, "users").await.len() > 3);
     let path: String = old.query_one("SHOW search_path", &[]).await.unwrap().get(0);
     assert_eq!(path, "\"public_baseline\", \"$user\", public");
     let version: String = old
@@ -176,7 +160,10 @@ async fn a_session_from_before_start_moves_onto_the_old_views_and_keeps_its_prep
     // back to the restored table with the same shape.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     m.rollback().await.unwrap();
-    assert_eq!(physical_columns(&env).await, ["id", "name", "rating"]);
+    assert_eq!(
+        harness::columns(&env.direct().await, "users").await,
+        ["id", "name", "rating"]
+    );
     assert_eq!(old_row(&old, &select_all, 3).await, (3, "user 3".into()));
     old.query_one(&insert, &[&"After rollback", &"2"])
         .await
@@ -233,7 +220,10 @@ async fn start_waits_for_a_session_in_a_transaction_and_names_it() {
             && text.contains("No table has changed yet"),
         "{text}"
     );
-    assert_eq!(physical_columns(&env).await, ["id", "name", "rating"]);
+    assert_eq!(
+        harness::columns(&env.direct().await, "users").await,
+        ["id", "name", "rating"]
+    );
     // A session that connects meanwhile stands on the old views at once.
     let late = harness::connect(&url_as(&env, "late")).await;
     let path: String = late
