@@ -107,11 +107,16 @@ pub struct DbArgs {
     /// lock_timeout for every DDL statement and backfill batch
     #[arg(long, env = "PGSHIFT_LOCK_TIMEOUT", default_value = "500ms")]
     pub lock_timeout: String,
-    /// Rows in the first backfill batch (later batches adapt)
+    /// The most rows in one backfill batch (batches adapt toward
+    /// --backfill-batch-time)
     #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_SIZE", default_value_t = 1000)]
     pub backfill_batch_size: i64,
+    /// The time one backfill batch aims at, measured on the server;
+    /// shorter batches disturb clients less
+    #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_TIME", default_value = "500us")]
+    pub backfill_batch_time: String,
     /// Pause between backfill batches
-    #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_DELAY", default_value = "0ms")]
+    #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_DELAY", default_value = "2ms")]
     pub backfill_batch_delay: String,
     /// How long start waits for the old version's sessions to move onto its
     /// views before it changes any table
@@ -143,6 +148,7 @@ impl DbArgs {
             schema: self.schema.clone(),
             lock_timeout: duration("lock-timeout", &self.lock_timeout)?,
             batch_size: self.backfill_batch_size.max(1),
+            batch_time: duration("backfill-batch-time", &self.backfill_batch_time)?,
             batch_delay: duration("backfill-batch-delay", &self.backfill_batch_delay)?,
             session_move_timeout: duration("session-move-timeout", &self.session_move_timeout)?,
         })
@@ -400,5 +406,31 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// The migrator's flags default to the engine's own defaults, so that
+    /// `pgshift start` and a `Settings::new` in code behave alike.
+    #[test]
+    fn migrator_flags_default_to_the_engine_defaults() {
+        let cli = Cli::try_parse_from(["pgshift", "status", "--database-url", "postgres:///x"])
+            .expect("parses");
+        let Command::Status { db, .. } = cli.command else {
+            panic!("parsed as another command");
+        };
+        let parsed = db.settings().expect("defaults are valid");
+        let engine = Settings::new("postgres:///x".into());
+        assert_eq!(parsed.lock_timeout, engine.lock_timeout);
+        assert_eq!(parsed.batch_size, engine.batch_size);
+        assert_eq!(parsed.batch_time, engine.batch_time);
+        assert_eq!(parsed.batch_delay, engine.batch_delay);
+        assert_eq!(parsed.session_move_timeout, engine.session_move_timeout);
+        assert_eq!(parsed.schema, engine.schema);
     }
 }

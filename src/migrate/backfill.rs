@@ -14,24 +14,54 @@ use tokio_postgres::Client;
 use super::plan::BackfillSpec;
 use crate::quote::{ident, qualified};
 
-/// The time one batch should take; the batch size moves toward it.
-pub const TARGET_BATCH_TIME: Duration = Duration::from_millis(200);
-
 /// Backfill tuning from the command line.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
-    /// Rows in the first batch and the most in any batch; slower batches
-    /// shrink toward [`TARGET_BATCH_TIME`].
+    /// Rows in the first batch and the most in any batch.
     pub batch_size: i64,
+    /// The time one batch should take: the batch size moves toward it.
+    /// Short batches keep each burst of writes (and the row locks it
+    /// holds) short, which is what the clients' tail latency feels.
+    pub batch_time: Duration,
     /// Pause between batches.
     pub batch_delay: Duration,
     /// `lock_timeout` for each batch.
     pub lock_timeout: Duration,
 }
 
-/// The SQL of one keyset batch. Parameters, in order: the last key done
-/// (text[], only when `with_lower`), the upper bound (text[]), the batch
-/// size. It returns the rows updated and the batch's last key.
+/// A batch's own time on the server, in seconds (float8): the batch size
+/// adapts to this rather than to the round trip, so that a distant
+/// database does not shrink batches to nothing. Evaluated last, after the
+/// batch's CTEs have run.
+const SERVER_TIME: &str = "extract(epoch FROM clock_timestamp() - statement_timestamp())::float8";
+
+/// Makes the session's prepared statements use generic plans, on servers
+/// that have `plan_cache_mode` (Postgres 12 and later); a no-op elsewhere.
+const GENERIC_PLANS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', false) \
+     WHERE current_setting('server_version_num')::int >= 120000";
+
+/// Undoes [`GENERIC_PLANS`].
+const DEFAULT_PLANS: &str = "SELECT set_config('plan_cache_mode', 'auto', false) \
+     WHERE current_setting('server_version_num')::int >= 120000";
+
+/// Saves a batch's checkpoint in the same statement as the batch: the
+/// `pgshift.backfill` row of (`$schema`, `$version`, `$table`), given as
+/// the parameter numbers of those three, gets `last_key` from the CTE
+/// `last` and the count of the CTE `updated`, when `last` has a row.
+fn save_checkpoint(schema: usize, version: usize, table: usize) -> String {
+    format!(
+        "saved AS (UPDATE pgshift.backfill SET last_key = (SELECT k FROM last), \
+         rows_done = rows_done + (SELECT count(*) FROM updated), batches = batches + 1, updated_at = now() \
+         WHERE schema_name = ${schema} AND version = ${version} AND table_name = ${table} AND EXISTS (SELECT FROM last))"
+    )
+}
+
+/// The SQL of one keyset batch, checkpoint included, so that a batch is a
+/// single statement (one round trip, its own transaction). Parameters, in
+/// order: the last key done (text[], only when `with_lower`), the upper
+/// bound (text[]), the batch size, then the schema, version and table of
+/// the checkpoint row. It returns the rows updated, the batch's last key
+/// (NULL when no row was left) and the batch's [`SERVER_TIME`].
 pub fn keyset_batch_sql(spec: &BackfillSpec, with_lower: bool) -> String {
     let table = qualified(&spec.schema, &spec.table);
     let keys: Vec<String> = spec.key.iter().map(|(k, _)| ident(k)).collect();
@@ -65,26 +95,32 @@ pub fn keyset_batch_sql(spec: &BackfillSpec, with_lower: bool) -> String {
     let desc: Vec<String> = aliases.iter().map(|a| format!("{a} DESC")).collect();
     format!(
         "WITH batch AS (SELECT {} FROM ONLY {table} WHERE {filter} ORDER BY {} LIMIT ${}), \
-         updated AS (UPDATE ONLY {table} AS t SET {} FROM batch WHERE {} RETURNING 1) \
-         SELECT (SELECT count(*) FROM updated), (SELECT ARRAY[{}] FROM batch ORDER BY {} LIMIT 1)",
+         updated AS (UPDATE ONLY {table} AS t SET {} FROM batch WHERE {} RETURNING 1), \
+         last AS (SELECT ARRAY[{}] AS k FROM batch ORDER BY {} LIMIT 1), {} \
+         SELECT (SELECT count(*) FROM updated), (SELECT k FROM last), {SERVER_TIME}",
         select.join(", "),
         keys.join(", "),
         upper + 1,
         assignments(spec, &keys[0]),
         join.join(" AND "),
         last.join(", "),
-        desc.join(", ")
+        desc.join(", "),
+        save_checkpoint(upper + 2, upper + 3, upper + 4),
     )
 }
 
-/// The SQL of one ctid batch over pages `[$1, $2)`; returns rows updated.
+/// The SQL of one ctid batch over pages `[$1, $2)`, checkpoint (`$2`)
+/// included; `$3`, `$4`, `$5` are the schema, version and table of the
+/// checkpoint row. Returns the rows updated and the batch's [`SERVER_TIME`].
 pub fn ctid_batch_sql(spec: &BackfillSpec) -> String {
     let table = qualified(&spec.schema, &spec.table);
     format!(
         "WITH updated AS (UPDATE ONLY {table} AS t SET {} \
-         WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid RETURNING 1) \
-         SELECT count(*) FROM updated",
-        assignments(spec, &ident(&spec.touch))
+         WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid RETURNING 1), \
+         last AS (SELECT ARRAY[$2::bigint::text] AS k), {} \
+         SELECT (SELECT count(*) FROM updated), {SERVER_TIME}",
+        assignments(spec, &ident(&spec.touch)),
+        save_checkpoint(3, 4, 5),
     )
 }
 
@@ -101,11 +137,11 @@ fn assignments(spec: &BackfillSpec, touch: &str) -> String {
     }
 }
 
-/// The next batch size: toward [`TARGET_BATCH_TIME`], at most doubling or
-/// halving at once, between 10 rows (or `max`, if smaller) and `max`, the
-/// configured `--backfill-batch-size`.
-pub fn next_batch_size(size: i64, took: Duration, max: i64) -> i64 {
-    let ratio = TARGET_BATCH_TIME.as_secs_f64() / took.as_secs_f64().max(1e-4);
+/// The next batch size: toward `target` (`--backfill-batch-time`), at
+/// most doubling or halving at once, between 10 rows (or `max`, if
+/// smaller) and `max`, the configured `--backfill-batch-size`.
+pub fn next_batch_size(size: i64, took: Duration, max: i64, target: Duration) -> i64 {
+    let ratio = target.as_secs_f64() / took.as_secs_f64().max(1e-5);
     let floor = 10.min(max) as f64;
     ((size as f64) * ratio.clamp(0.5, 2.0))
         .round()
@@ -187,9 +223,9 @@ pub async fn run(
             &[&schema, &version, &spec.table],
         )
         .await?;
-    let mut last: Option<Vec<String>> = state.get(0);
+    let last: Option<Vec<String>> = state.get(0);
     let mut upper: Option<Vec<String>> = state.get(1);
-    let mut done_rows = state.get::<_, i64>(2) as u64;
+    let done_rows = state.get::<_, i64>(2) as u64;
     if state.get::<_, bool>(3) {
         return Ok(done_rows);
     }
@@ -235,8 +271,6 @@ pub async fn run(
     }
     let upper = upper.expect("set above");
     tracing::info!(table = %spec.table, rows_done = done_rows, "backfill starting");
-    let mut progress = Progress::new(&spec.table, estimate as u64, done_rows);
-    let mut size = tuning.batch_size.max(1);
     let rows_per_page = if spec.key.is_empty() {
         let row = client
             .query_one(
@@ -248,84 +282,158 @@ pub async fn run(
     } else {
         1.0
     };
-    let mut attempt = 0u32;
-    loop {
-        let finished = upper.is_empty()
-            || (spec.key.is_empty()
-                && last
-                    .as_ref()
-                    .and_then(|l| l[0].parse::<i64>().ok())
-                    .unwrap_or(0)
-                    >= upper[0].parse::<i64>().unwrap_or(0));
-        if finished {
-            break;
-        }
-        let started = Instant::now();
-        let tx = client.transaction().await?;
-        tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
+    let mut batches = Batches {
+        schema,
+        version,
+        spec,
+        tuning,
+        upper,
+        rows_per_page,
+        last,
+        done_rows,
+        progress: Progress::new(&spec.table, estimate as u64, done_rows),
+    };
+    // One lock_timeout for the whole loop: each batch is a single statement.
+    // A generic plan: by default Postgres plans every execution of the
+    // prepared batch anew (a custom plan, about 0.1 ms of the backend's CPU
+    // here), which costs more than a short batch's own work and lengthens
+    // the burst that clients wait behind. The generic plan is the one a
+    // keyset batch wants whatever its bounds: a range scan of the key's
+    // index, then an index lookup per row. (plan_cache_mode: Postgres 12.)
+    client
+        .batch_execute(&format!(
+            "SET lock_timeout = '{}ms'; {GENERIC_PLANS}",
             tuning.lock_timeout.as_millis()
         ))
         .await?;
-        let outcome = if spec.key.is_empty() {
-            let from: i64 = last.as_ref().and_then(|l| l[0].parse().ok()).unwrap_or(0);
-            let pages = ((size as f64) / rows_per_page).ceil().max(1.0) as i64;
-            let to = (from + pages).min(upper[0].parse().unwrap_or(0));
-            tx.query_one(ctid_batch_sql(spec).as_str(), &[&from, &to])
-                .await
-                .map(|row| (row.get::<_, i64>(0), Some(vec![to.to_string()])))
-        } else {
-            let sql = keyset_batch_sql(spec, last.is_some());
-            let result = match &last {
-                Some(l) => tx.query_one(sql.as_str(), &[l, &upper, &size]).await,
-                None => tx.query_one(sql.as_str(), &[&upper, &size]).await,
-            };
-            result.map(|row| (row.get::<_, i64>(0), row.get::<_, Option<Vec<String>>>(1)))
-        };
-        let (updated, next) = match outcome {
-            Ok(outcome) => outcome,
-            Err(e)
-                if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
-                    && attempt < 30 =>
-            {
-                drop(tx);
-                attempt += 1;
-                let delay = super::ddl::backoff(attempt);
-                tracing::warn!(table = %spec.table, attempt, delay_ms = delay.as_millis() as u64, "backfill batch hit lock_timeout; retrying");
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        attempt = 0;
-        let Some(next) = next else {
-            // An empty keyset batch: nothing left up to the bound.
-            tx.commit().await?;
-            break;
-        };
-        done_rows += updated as u64;
-        tx.execute(
-            "UPDATE pgshift.backfill SET last_key = $4, rows_done = rows_done + $5, batches = batches + 1, updated_at = now()
-             WHERE schema_name = $1 AND version = $2 AND table_name = $3",
-            &[&schema, &version, &spec.table, &next, &updated],
-        )
-        .await?;
-        tx.commit().await?;
-        last = Some(next);
-        progress.update(done_rows, size);
-        size = next_batch_size(size, started.elapsed(), tuning.batch_size.max(1));
-        if !tuning.batch_delay.is_zero() {
-            tokio::time::sleep(tuning.batch_delay).await;
-        }
-    }
+    let outcome = batches.run(client).await;
+    let reset = client
+        .batch_execute(&format!("RESET lock_timeout; {DEFAULT_PLANS}"))
+        .await;
+    outcome?;
+    reset?;
     client
         .execute(
             "UPDATE pgshift.backfill SET done = true, updated_at = now() WHERE schema_name = $1 AND version = $2 AND table_name = $3",
             &[&schema, &version, &spec.table],
         )
         .await?;
-    progress.finish(done_rows);
-    Ok(done_rows)
+    batches.progress.finish(batches.done_rows);
+    Ok(batches.done_rows)
+}
+
+/// The batch loop of one backfill and where it stands.
+struct Batches<'a> {
+    schema: &'a str,
+    version: &'a str,
+    spec: &'a BackfillSpec,
+    tuning: Tuning,
+    /// The key (or page, for ctid batches) at which the backfill stops.
+    upper: Vec<String>,
+    /// Rows per heap page, to size ctid batches.
+    rows_per_page: f64,
+    /// The checkpoint: the last key (or page) done.
+    last: Option<Vec<String>>,
+    done_rows: u64,
+    progress: Progress,
+}
+
+impl Batches<'_> {
+    /// Runs batches until none is left. Each batch is one statement that
+    /// also saves its checkpoint, so it commits or rolls back whole.
+    /// Errors: any SQL error other than a lock timeout, which is retried
+    /// with backoff up to 30 times in a row.
+    async fn run(&mut self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        let (schema, version, spec) = (self.schema, self.version, self.spec);
+        let upper = self.upper.clone();
+        // Prepared once: a batch costs an execution, not a parse and plan.
+        let (first_sql, next_sql) = if spec.key.is_empty() {
+            (None, client.prepare(&ctid_batch_sql(spec)).await?)
+        } else {
+            (
+                Some(client.prepare(&keyset_batch_sql(spec, false)).await?),
+                client.prepare(&keyset_batch_sql(spec, true)).await?,
+            )
+        };
+        let mut size = self.tuning.batch_size.max(1);
+        let mut attempt = 0u32;
+        loop {
+            let page =
+                |l: Option<&Vec<String>>| l.and_then(|l| l[0].parse::<i64>().ok()).unwrap_or(0);
+            let finished = upper.is_empty()
+                || (spec.key.is_empty() && page(self.last.as_ref()) >= page(Some(&upper)));
+            if finished {
+                return Ok(());
+            }
+            let outcome = if spec.key.is_empty() {
+                let from = page(self.last.as_ref());
+                let pages = ((size as f64) / self.rows_per_page).ceil().max(1.0) as i64;
+                let to = (from + pages).min(page(Some(&upper)));
+                client
+                    .query_one(&next_sql, &[&from, &to, &schema, &version, &spec.table])
+                    .await
+                    .map(|row| {
+                        (
+                            row.get::<_, i64>(0),
+                            Some(vec![to.to_string()]),
+                            row.get::<_, f64>(1),
+                        )
+                    })
+            } else {
+                let result = match &self.last {
+                    Some(l) => {
+                        client
+                            .query_one(
+                                &next_sql,
+                                &[l, &upper, &size, &schema, &version, &spec.table],
+                            )
+                            .await
+                    }
+                    None => {
+                        client
+                            .query_one(
+                                first_sql.as_ref().expect("prepared for keyset batches"),
+                                &[&upper, &size, &schema, &version, &spec.table],
+                            )
+                            .await
+                    }
+                };
+                result.map(|row| {
+                    (
+                        row.get::<_, i64>(0),
+                        row.get::<_, Option<Vec<String>>>(1),
+                        row.get::<_, f64>(2),
+                    )
+                })
+            };
+            let (updated, next, took) = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) if super::ddl::is_lock_timeout(&e) && attempt < 30 => {
+                    attempt += 1;
+                    let delay = super::ddl::backoff(attempt);
+                    tracing::warn!(table = %spec.table, attempt, delay_ms = delay.as_millis() as u64, "backfill batch hit lock_timeout; retrying");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            attempt = 0;
+            // An empty keyset batch: nothing left up to the bound.
+            let Some(next) = next else { return Ok(()) };
+            self.done_rows += updated as u64;
+            self.last = Some(next);
+            self.progress.update(self.done_rows, size);
+            size = next_batch_size(
+                size,
+                Duration::from_secs_f64(took.max(0.0)),
+                self.tuning.batch_size.max(1),
+                self.tuning.batch_time,
+            );
+            if !self.tuning.batch_delay.is_zero() {
+                tokio::time::sleep(self.tuning.batch_delay).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -371,18 +479,20 @@ mod tests {
 
     #[test]
     fn batch_size_moves_toward_the_target() {
+        let target = Duration::from_millis(10);
+        let ms = Duration::from_millis;
+        assert_eq!(next_batch_size(1000, ms(5), 5000, target), 2000);
+        assert_eq!(next_batch_size(1000, ms(40), 5000, target), 500);
+        assert_eq!(next_batch_size(1000, target, 5000, target), 1000);
         assert_eq!(
-            next_batch_size(1000, Duration::from_millis(100), 5000),
-            2000
+            next_batch_size(10, Duration::from_secs(5), 5000, target),
+            10
         );
-        assert_eq!(next_batch_size(1000, Duration::from_millis(800), 5000), 500);
-        assert_eq!(next_batch_size(1000, TARGET_BATCH_TIME, 5000), 1000);
-        assert_eq!(next_batch_size(10, Duration::from_secs(5), 5000), 10);
         assert_eq!(
-            next_batch_size(4000, Duration::from_millis(1), 5000),
+            next_batch_size(4000, Duration::from_micros(100), 5000, target),
             5000,
             "never above the configured size"
         );
-        assert_eq!(next_batch_size(5, Duration::from_millis(1), 5), 5);
+        assert_eq!(next_batch_size(5, ms(1), 5, target), 5);
     }
 }
