@@ -11,7 +11,7 @@ versions live, the old clients drain, complete. Rollback path: the same, but
 the new clients drain and the migration rolls back under the old ones.
 Each path runs on a fresh cluster and proxy.
 
-Each client group runs pgbench in back-to-back 2-second runs until it is
+Each client group runs pgbench in back-to-back 20-second runs until it is
 drained, at a fixed rate (-R, about half of what this machine does flat out,
 so that latency measures the migration rather than a saturated CPU),
 logging every transaction (-l): each phase gets TPS, p50, p99 and max
@@ -24,6 +24,16 @@ in the surviving shape.
 
 Targets (issue 5): 0 failed; p99 during backfill <= 2x steady state; no
 stall longer than lock_timeout + 100 ms.
+
+The backfill runs with pgshift's default tuning unless --batch-size,
+--batch-time-ms or --batch-delay-ms say otherwise. The throwaway cluster
+runs with wal_init_zero = off: a fresh cluster has only the few WAL
+segments its load left behind, so once the backfill has used them up each
+new 16 MB segment is zero-filled by whichever backend needs it, while it
+holds the WAL write lock, and on this VM (free-page reporting hands the
+fresh page-cache pages back in from the host) that stalls every
+committing client for about 40 ms, seen as IO:WALInitWrite. A production
+server recycles its segments (min_wal_size) instead.
 
 Usage: python3 bench/load.py [--rows 1000000] [--lock-timeout-ms 500]
 Needs a release build (cargo build --release) and the PostgreSQL binaries.
@@ -133,9 +143,15 @@ def migrator(bench, args, *cmd, marks=None):
     exe = os.path.join(ROOT, "target", "release", "pgshift")
     url = f"postgres://postgres@127.0.0.1:{bench.pg_port}/postgres?sslmode=disable"
     for _ in range(40):
+        # Backfill tuning: pgshift's own defaults unless the command line says otherwise.
+        tuning = []
+        for flag, value, unit in (("--backfill-batch-size", args.batch_size, ""),
+                                  ("--backfill-batch-time", args.batch_time_ms, "ms"),
+                                  ("--backfill-batch-delay", args.batch_delay_ms, "ms")):
+            if value is not None:
+                tuning += [flag, f"{round(value * 1000)}us" if unit else str(value)]
         proc = subprocess.Popen([exe, *cmd, "--database-url", url, "--lock-timeout", f"{args.lock_timeout_ms}ms",
-                                 "--backfill-batch-size", str(args.batch_size),
-                                 "--backfill-batch-delay", f"{args.batch_delay_ms}ms"],
+                                 *tuning],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                 env=dict(os.environ, RUST_LOG="info"))
         lines = []
@@ -199,6 +215,8 @@ def run_path(bench, args, port, complete, workdir):
     psql(bench, "ALTER SYSTEM SET log_lock_waits = on")
     psql(bench, "ALTER SYSTEM SET deadlock_timeout = '100ms'")
     psql(bench, "ALTER SYSTEM SET log_line_prefix = '%m [%a] '")
+    # New WAL segments without a 16 MB zero-fill under the WAL write lock (see the docstring).
+    psql(bench, "ALTER SYSTEM SET wal_init_zero = off")
     psql(bench, "SELECT pg_reload_conf()")
     log_start = os.path.getsize(os.path.join(bench.dir, "pg.log"))
     psql(bench, "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, rating text NOT NULL);"
@@ -293,14 +311,16 @@ def run_path(bench, args, port, complete, workdir):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--steady", type=float, default=6.0, help="seconds of steady state and of both versions live")
+    ap.add_argument("--steady", type=float, default=30.0,
+                    help="seconds of steady state and of both versions live (a short window makes a noisy p99)")
     ap.add_argument("--lock-timeout-ms", type=int, default=500)
-    ap.add_argument("--run-seconds", type=int, default=2,
+    ap.add_argument("--run-seconds", type=int, default=20,
                     help="length of each pgbench run of a group (a drained group finishes its current run)")
     ap.add_argument("--new-clients", type=int, default=8, help="clients of the new version (0: none)")
     ap.add_argument("--rate", type=int, default=2000, help="transactions per second of each client group (pgbench -R)")
-    ap.add_argument("--batch-size", type=int, default=500, help="most rows per backfill batch")
-    ap.add_argument("--batch-delay-ms", type=int, default=20, help="pause between backfill batches")
+    ap.add_argument("--batch-size", type=int, help="most rows per backfill batch (default: pgshift's)")
+    ap.add_argument("--batch-time-ms", type=float, help="the time a backfill batch aims at (default: pgshift's)")
+    ap.add_argument("--batch-delay-ms", type=float, help="pause between backfill batches (default: pgshift's)")
     ap.add_argument("--paths", default="complete,rollback")
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--upstream-transport", choices=["unix", "tcp"], default="unix")
