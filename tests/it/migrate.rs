@@ -1008,6 +1008,10 @@ async fn drop_constraint_and_drop_multicolumn_constraint() {
     assert_eq!(n, 1, "only the primary key is left");
 }
 
+/// A DDL step that cannot get its lock in time gives up after lock_timeout,
+/// logs the retry and tries again, so that clients queued behind it wait at
+/// most about lock_timeout at a time and never fail; without lock_timeout
+/// they would wait behind it for as long as the long reader holds its lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_waits_out_a_held_lock_with_retries() {
     let lab = Lab::new(USERS).await;
@@ -1016,33 +1020,102 @@ async fn ddl_waits_out_a_held_lock_with_retries() {
         r#"{"operations": [{"add_column": {"table": "users", "column": {"name": "note", "type": "text"}}}]}"#,
     );
     // A long reader holds ACCESS SHARE; ADD COLUMN needs ACCESS EXCLUSIVE.
+    // The reader lets go 1 s after the ADD COLUMN is first seen waiting
+    // for its lock: ten lock_timeouts, so start must retry.
     let reader = lab.admin().await;
     reader
         .batch_execute("BEGIN; SELECT count(*) FROM users")
         .await
         .unwrap();
-    let mut settings = lab.settings();
-    settings.lock_timeout = Duration::from_millis(100);
-    let started = std::time::Instant::now();
+    let hold = Duration::from_secs(1);
+    let watcher = lab.admin().await;
     let release = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE wait_event_type = 'Lock' AND query LIKE '%ADD COLUMN%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = std::time::Instant::now();
+        tokio::time::sleep(hold).await;
         reader.batch_execute("COMMIT").await.unwrap();
+        seen
     });
-    let mut m = Migrator::connect(settings).await.unwrap();
-    m.start(&file, false)
-        .await
-        .expect("start retries until the lock is free");
-    release.await.unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(1400),
-        "it waited for the reader"
-    );
-    // Meanwhile other sessions were never blocked for longer than lock_timeout.
-    lab.admin()
-        .await
-        .query_one("SELECT count(*) FROM users", &[])
+    // A client writing and reading throughout, timing each statement.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = lab.admin().await;
+    let writer = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let (mut slowest, mut errors, mut inserts) = (Duration::ZERO, Vec::new(), 0i64);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for (insert, sql) in [
+                    (
+                        true,
+                        "INSERT INTO users (name, rating) VALUES ('during ddl', '1')",
+                    ),
+                    (false, "SELECT count(*) FROM users"),
+                ] {
+                    let t = std::time::Instant::now();
+                    match client.batch_execute(sql).await {
+                        Ok(()) => inserts += i64::from(insert),
+                        Err(e) => errors.push(e.to_string()),
+                    }
+                    slowest = slowest.max(t.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (slowest, errors, inserts)
+        }
+    });
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgshift"))
+        .arg("start")
+        .arg(&file)
+        .args(["--database-url", &lab.cluster.url("postgres")])
+        .args(["--lock-timeout", "100ms"])
+        .env("RUST_LOG", "info")
+        .output()
         .await
         .unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (slowest, errors, inserts) = writer.await.unwrap();
+    let ddl_seen = release.await.unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "start failed:\n{log}");
+    assert!(
+        ddl_seen.elapsed() >= hold,
+        "start waited for the reader rather than failing"
+    );
+    assert!(
+        log.contains("lock_timeout hit; retrying") && log.contains("lock_timeout=100ms"),
+        "the retry shows in the log:\n{log}"
+    );
+    assert!(errors.is_empty(), "clients saw errors: {errors:?}");
+    assert!(inserts > 10, "the client kept working: {inserts} inserts");
+    // Each wait is one lock_timeout (100 ms) plus scheduling; behind a DDL
+    // without lock_timeout it would have lasted until the reader let go.
+    assert!(
+        slowest < Duration::from_millis(750),
+        "a client waited {slowest:?} behind the DDL"
+    );
+    let rows: i64 = lab
+        .admin()
+        .await
+        .query_one("SELECT count(*) FROM users WHERE name = 'during ddl'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, inserts, "every acknowledged insert is there");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
