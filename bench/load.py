@@ -6,8 +6,10 @@ A 1,000,000-row table; pgbench clients with custom scripts that read, update
 and insert in each version's own column names: 8 "old" clients from the
 start and, once the new version exists, 8 "new" clients (16 in all). The
 migration renames a column, changes a type with up/down and adds a NOT NULL
-column. Complete path: steady state, start (expand, then backfill), both
-versions live, the old clients drain, complete. Rollback path: the same, but
+column. The new clients belong to the route `green` (application_name
+load-new), which an operator pins to the new version (`pgshift pin`) once
+start has made it. Complete path: steady state, start (expand, then
+backfill), pin, both versions live, the old clients drain, complete. Rollback path: the same, but
 the new clients drain and the migration rolls back under the old ones.
 Each path runs on a fresh cluster and proxy.
 
@@ -189,13 +191,21 @@ def psql(bench, sql):
     return out.stdout.strip()
 
 
+ROUTE, APP = "green", "load-new"
+ROUTES = f"""[[routes]]
+name = "{ROUTE}"
+application_name = "{APP}"
+"""
+
+
 def serves(bench, port, version):
-    """True once the proxy routes sessions to `version` (it hears of a
-    started migration through NOTIFY, within moments of `start` returning)."""
+    """True once the proxy routes the new clients' sessions to `version`: it
+    hears of a started migration and of a pin through NOTIFY, within a
+    second."""
     out = subprocess.run([f"{bench.bin}/psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-Atc",
-                          "SELECT 1", "postgres"], capture_output=True, text=True,
-                         env=dict(os.environ, PGOPTIONS=f"-c pgshift.version={version}"))
-    return out.returncode == 0
+                          "SELECT current_setting('pgshift.version', true)", "postgres"], capture_output=True,
+                         text=True, env=dict(os.environ, PGAPPNAME=APP))
+    return out.returncode == 0 and out.stdout.strip() == version
 
 
 def lock_waits(bench, since):
@@ -205,7 +215,7 @@ def lock_waits(bench, since):
     with open(os.path.join(bench.dir, "pg.log"), errors="replace") as f:
         f.seek(since)
         for line in f:
-            m = re.search(r"\[pgbench\].*acquired .* after ([\d.]+) ms", line)
+            m = re.search(rf"\[(?:pgbench|{APP})\].*acquired .* after ([\d.]+) ms", line)
             if m:
                 waits.append(float(m.group(1)))
     return waits
@@ -231,7 +241,7 @@ def run_path(bench, args, port, complete, workdir):
     old = Group(bench, port, f"{path}-old", OLD_SCRIPT.format(rows=args.rows), 8, args.rate, dict(os.environ), workdir,
                 args.run_seconds)
     new = Group(bench, port, f"{path}-new", NEW_SCRIPT.format(rows=args.rows), args.new_clients, args.rate,
-                dict(os.environ, PGOPTIONS=f"-c pgshift.version={VERSION}"), workdir, args.run_seconds)
+                dict(os.environ, PGAPPNAME=APP), workdir, args.run_seconds)
     t = {"begin": time.time()}
     old.start()
     time.sleep(args.steady)
@@ -239,6 +249,7 @@ def run_path(bench, args, port, complete, workdir):
     t["start"] = time.time()
     migrator(bench, args, "start", mig, marks=marks)
     t["active"] = time.time()
+    migrator(bench, args, "pin", ROUTE, VERSION)
     while not serves(bench, port, VERSION):
         time.sleep(0.05)
     if args.new_clients:
@@ -332,9 +343,12 @@ def main():
         bench = Bench(args)
         try:
             bench.start_postgres()
-            port = bench.start_pgshift()
             workdir = tempfile.mkdtemp(prefix="pgshift-load-")
             os.chmod(workdir, 0o777)
+            config = os.path.join(workdir, "pgshift.toml")
+            with open(config, "w") as f:
+                f.write(ROUTES)
+            port = bench.start_pgshift(config=config)
             results.append(run_path(bench, args, port, path == "complete", workdir))
         finally:
             bench.close()

@@ -93,7 +93,9 @@ class Bench:
             return f"postgres:///postgres?host={self.dir}&port={self.pg_port}&user=postgres"
         return f"postgres://postgres@127.0.0.1:{self.pg_port}/postgres?sslmode=disable"
 
-    def start_pgshift(self, log_level: str = "warn", json_log: bool = False) -> int:
+    def start_pgshift(self, log_level: str = "warn", json_log: bool = False, config: str | None = None) -> int:
+        """Starts `pgshift proxy` in front of the cluster; `config` is the path
+        of a TOML file (for [[routes]]). Returns its port."""
         port = free_port()
         exe = os.path.join(ROOT, "target", "release", "pgshift")
         if not os.path.exists(exe):
@@ -101,7 +103,8 @@ class Bench:
         env = dict(os.environ, RUST_LOG=log_level)
         proc = subprocess.Popen([exe, "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", self.upstream_url()]
                                 + (["--workers", str(self.args.workers)] if self.args.workers else [])
-                                + (["--log-format", "json"] if json_log else []),
+                                + (["--log-format", "json"] if json_log else [])
+                                + (["--config", config] if config else []),
                                 stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/pgshift.log", "w"), env=env)
         self.procs.append(proc)
         wait_port(port)
