@@ -13,7 +13,11 @@ all three targets over loopback TCP.
 
 Usage: python3 bench/proxy.py [--duration 10] [--rounds 3] [--scale 10]
                               [--clients 1,16,64] [--modes simple,prepared]
-                              [--upstream-transport unix|tcp]
+                              [--upstream-transport unix|tcp] [--with-relay]
+
+--with-relay adds bench/byte_relay.rs, a bare byte relay with two blocking
+threads per connection: what any proxy in the path costs, before it does
+anything.
 Needs: a release build (cargo build --release), the PostgreSQL server
 binaries, pgbench and pgbouncer (bash .ci/install provides them).
 """
@@ -110,6 +114,20 @@ class Bench:
         wait_port(port)
         return port
 
+    def start_relay(self) -> int:
+        """Starts bench/byte_relay.rs (cargo build --release --example
+        byte_relay), the floor of a proxy's cost, in front of the cluster
+        over the same upstream transport. Returns its port."""
+        port = free_port()
+        exe = os.path.join(ROOT, "target", "release", "examples", "byte_relay")
+        if not os.path.exists(exe):
+            sys.exit("build first: cargo build --release --example byte_relay")
+        upstream = (os.path.join(self.dir, f".s.PGSQL.{self.pg_port}") if self.args.upstream_transport == "unix"
+                    else f"127.0.0.1:{self.pg_port}")
+        self.procs.append(subprocess.Popen([exe, f"127.0.0.1:{port}", upstream]))
+        wait_port(port)
+        return port
+
     def start_pgbouncer(self) -> int:
         port = free_port()
         ini = os.path.join(self.dir, "pgbouncer.ini")
@@ -177,6 +195,8 @@ def main():
     ap.add_argument("--upstream-transport", choices=["unix", "tcp"], default="unix",
                     help="how pgshift and pgbouncer reach Postgres")
     ap.add_argument("--workers", type=int, default=0, help="pgshift --workers (0: its default)")
+    ap.add_argument("--with-relay", action="store_true",
+                    help="also measure bench/byte_relay.rs, a bare byte relay: the floor of any proxy's cost")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
 
@@ -184,6 +204,8 @@ def main():
     try:
         bench.start_postgres()
         targets = {"direct": bench.pg_port, "pgshift": bench.start_pgshift(), "pgbouncer": bench.start_pgbouncer()}
+        if args.with_relay:
+            targets["relay"] = bench.start_relay()
         bench.pgbench(bench.pg_port, ["-i", "-q", "-s", str(args.scale)])
         results = []
         for mode in args.modes.split(","):
@@ -201,11 +223,14 @@ def main():
                 row["pgshift/direct"] = row["pgshift"]["tps"] / row["direct"]["tps"]
                 row["pgshift/pgbouncer"] = row["pgshift"]["tps"] / row["pgbouncer"]["tps"]
                 row["pgbouncer/direct"] = row["pgbouncer"]["tps"] / row["direct"]["tps"]
+                if "relay" in targets:
+                    row["relay/direct"] = row["relay"]["tps"] / row["direct"]["tps"]
                 results.append(row)
                 print(f"{mode:8} c={clients:<3} "
                       + "  ".join(f"{n} {row[n]['tps']:8.0f} tps {row[n]['latency_ms']:6.3f} ms" for n in targets)
                       + f"  | pgshift/direct {row['pgshift/direct']:.2f}  pgshift/pgbouncer {row['pgshift/pgbouncer']:.2f}"
-                      + f"  pgbouncer/direct {row['pgbouncer/direct']:.2f}", flush=True)
+                      + f"  pgbouncer/direct {row['pgbouncer/direct']:.2f}"
+                      + (f"  relay/direct {row['relay/direct']:.2f}" if "relay" in targets else ""), flush=True)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(results, f, indent=2)
