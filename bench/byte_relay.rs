@@ -86,8 +86,11 @@ fn pump(mut from: impl Read, mut to: impl Write) {
 fn serve(client: TcpStream, target: &str) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     let upstream = Upstream::connect(target)?;
-    let (client_in, upstream_out, upstream_in) =
-        (client.try_clone()?, upstream.try_clone()?, upstream.try_clone()?);
+    let (client_in, upstream_out, upstream_in) = (
+        client.try_clone()?,
+        upstream.try_clone()?,
+        upstream.try_clone()?,
+    );
     let up = thread::spawn(move || pump(client_in, upstream_out));
     pump(upstream_in, &client);
     upstream.shutdown();

@@ -363,11 +363,10 @@ fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
         config.upstream = Some(UpstreamConfig::from_url(&cluster.socket_url("postgres"))?);
         throwaway = Some(cluster);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.workers > 0 {
-        runtime.worker_threads(config.workers);
-    }
-    let runtime = runtime
+    // Sessions run on session threads of their own (config.workers of
+    // them); this runtime accepts and runs the control tasks.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;

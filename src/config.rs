@@ -232,7 +232,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Log line format.
     pub log_format: LogFormat,
-    /// Tokio worker threads; 0 means one per core.
+    /// Session threads, each a single-threaded runtime that sessions are
+    /// dealt to in turn; 0 means one per core.
     pub workers: usize,
     /// The physical schema whose versions sessions are routed to.
     pub schema: String,
@@ -409,7 +410,7 @@ pub struct ProxySettings {
     /// Log format
     #[arg(long, env = "PGSHIFT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Worker threads; 0 means one per core [default: 0]
+    /// Session threads (each runs its sessions on one core); 0 means one per core [default: 0]
     #[arg(long, env = "PGSHIFT_WORKERS")]
     pub workers: Option<usize>,
     /// Schema whose versions sessions are routed to [default: public]

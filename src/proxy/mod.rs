@@ -1,6 +1,7 @@
 //! The wire-protocol proxy: the accept loop, per-proxy shared state, graceful
 //! drain, and the errors a session can end with. One task per client session,
-//! one upstream connection per session (session mode).
+//! on one of the session threads, one upstream connection per session
+//! (session mode).
 
 mod cancel;
 mod console;
@@ -11,6 +12,7 @@ pub mod registry;
 mod relay;
 mod session;
 mod startup;
+pub mod threads;
 pub mod tls;
 pub mod upstream;
 pub mod versions;
@@ -36,6 +38,8 @@ pub enum ProxyError {
     NoUpstream,
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot start the session threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Why a session, or a connection that never became one, ended with an error.
@@ -178,20 +182,36 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Accepts clients on `listener` and spawns a session for each, until the
-/// task is aborted.
-async fn accept(listener: TcpListener, shared: Arc<Shared>, done: mpsc::Sender<()>) {
+/// Accepts clients on `listener` and starts a session for each on the next
+/// of `threads`, until the task is aborted.
+async fn accept(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    threads: Arc<threads::SessionThreads>,
+    done: mpsc::Sender<()>,
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
                 backoff = Duration::from_millis(5);
-                tokio::spawn(session::serve(
-                    Arc::clone(&shared),
-                    socket,
-                    peer,
-                    done.clone(),
-                ));
+                // The socket moves to the session thread's own reactor.
+                let socket = match socket.into_std() {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot hand the connection over; closing it");
+                        continue;
+                    }
+                };
+                let (shared, done) = (Arc::clone(&shared), done.clone());
+                threads.spawn(async move {
+                    match tokio::net::TcpStream::from_std(socket) {
+                        Ok(socket) => session::serve(shared, socket, peer, done).await,
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "cannot register the connection; closing it")
+                        }
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait and retry.
@@ -219,8 +239,12 @@ pub struct Shared {
 /// stops accepting, closes idle sessions at once, lets busy ones finish for up
 /// to `drain_timeout`, then closes the rest with SQLSTATE 57P01.
 ///
-/// Errors only at start-up (no upstream, unusable TLS files); an error on one
-/// connection stays in that connection's task.
+/// Sessions run on `config.workers` session threads of their own
+/// ([`threads::SessionThreads`]); the accept loops and the control tasks
+/// (heartbeat, version watch) run on the caller's runtime.
+///
+/// Errors only at start-up (no upstream, unusable TLS files, no threads);
+/// an error on one connection stays in that connection's task.
 pub async fn run(
     listeners: Vec<TcpListener>,
     config: ProxyConfig,
@@ -244,6 +268,8 @@ pub async fn run(
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
         None => None,
     };
+    let threads =
+        Arc::new(threads::SessionThreads::start(config.workers).map_err(ProxyError::Threads)?);
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
     let drain_timeout = config.drain_timeout;
     let shared = Arc::new(Shared {
@@ -260,7 +286,12 @@ pub async fn run(
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut accepting = tokio::task::JoinSet::new();
     for listener in listeners {
-        accepting.spawn(accept(listener, Arc::clone(&shared), done_tx.clone()));
+        accepting.spawn(accept(
+            listener,
+            Arc::clone(&shared),
+            Arc::clone(&threads),
+            done_tx.clone(),
+        ));
     }
     shutdown.await;
     // Dropping the accept tasks closes the listeners.
