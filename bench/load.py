@@ -144,14 +144,14 @@ def migrator(bench, args, *cmd, marks=None):
     arrived, by key phrase. Retries while drained sessions are still listed."""
     exe = os.path.join(ROOT, "target", "release", "pgshift")
     url = f"postgres://postgres@127.0.0.1:{bench.pg_port}/postgres?sslmode=disable"
+    # Backfill tuning: pgshift's own defaults unless the command line says otherwise.
+    tuning = []
+    for flag, value, unit in (("--backfill-batch-size", args.batch_size, ""),
+                              ("--backfill-batch-time", args.batch_time_ms, "ms"),
+                              ("--backfill-batch-delay", args.batch_delay_ms, "ms")):
+        if value is not None:
+            tuning += [flag, f"{round(value * 1000)}us" if unit else str(value)]
     for _ in range(40):
-        # Backfill tuning: pgshift's own defaults unless the command line says otherwise.
-        tuning = []
-        for flag, value, unit in (("--backfill-batch-size", args.batch_size, ""),
-                                  ("--backfill-batch-time", args.batch_time_ms, "ms"),
-                                  ("--backfill-batch-delay", args.batch_delay_ms, "ms")):
-            if value is not None:
-                tuning += [flag, f"{round(value * 1000)}us" if unit else str(value)]
         proc = subprocess.Popen([exe, *cmd, "--database-url", url, "--lock-timeout", f"{args.lock_timeout_ms}ms",
                                  *tuning],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

@@ -35,14 +35,15 @@ pub struct Tuning {
 /// batch's CTEs have run.
 const SERVER_TIME: &str = "extract(epoch FROM clock_timestamp() - statement_timestamp())::float8";
 
-/// Makes the session's prepared statements use generic plans, on servers
-/// that have `plan_cache_mode` (Postgres 12 and later); a no-op elsewhere.
-const GENERIC_PLANS: &str = "SELECT set_config('plan_cache_mode', 'force_generic_plan', false) \
-     WHERE current_setting('server_version_num')::int >= 120000";
-
-/// Undoes [`GENERIC_PLANS`].
-const DEFAULT_PLANS: &str = "SELECT set_config('plan_cache_mode', 'auto', false) \
-     WHERE current_setting('server_version_num')::int >= 120000";
+/// Sets the session's `plan_cache_mode` to `mode` (`force_generic_plan`,
+/// or `auto` to undo it) on servers that have it (Postgres 12 and later); a
+/// no-op elsewhere.
+fn plan_cache_mode(mode: &str) -> String {
+    format!(
+        "SELECT set_config('plan_cache_mode', '{mode}', false) \
+         WHERE current_setting('server_version_num')::int >= 120000"
+    )
+}
 
 /// Saves a batch's checkpoint in the same statement as the batch: the
 /// `pgshift.backfill` row of (`$schema`, `$version`, `$table`), given as
@@ -111,14 +112,15 @@ pub fn keyset_batch_sql(spec: &BackfillSpec, with_lower: bool) -> String {
 
 /// The SQL of one ctid batch over pages `[$1, $2)`, checkpoint (`$2`)
 /// included; `$3`, `$4`, `$5` are the schema, version and table of the
-/// checkpoint row. Returns the rows updated and the batch's [`SERVER_TIME`].
+/// checkpoint row. Returns what a keyset batch returns: the rows updated,
+/// the batch's last page (`$2`, as text[]) and its [`SERVER_TIME`].
 pub fn ctid_batch_sql(spec: &BackfillSpec) -> String {
     let table = qualified(&spec.schema, &spec.table);
     format!(
         "WITH updated AS (UPDATE ONLY {table} AS t SET {} \
          WHERE ctid >= format('(%s,0)', $1::bigint)::tid AND ctid < format('(%s,0)', $2::bigint)::tid RETURNING 1), \
          last AS (SELECT ARRAY[$2::bigint::text] AS k), {} \
-         SELECT (SELECT count(*) FROM updated), {SERVER_TIME}",
+         SELECT (SELECT count(*) FROM updated), (SELECT k FROM last), {SERVER_TIME}",
         assignments(spec, &ident(&spec.touch)),
         save_checkpoint(3, 4, 5),
     )
@@ -302,13 +304,14 @@ pub async fn run(
     // index, then an index lookup per row. (plan_cache_mode: Postgres 12.)
     client
         .batch_execute(&format!(
-            "SET lock_timeout = '{}ms'; {GENERIC_PLANS}",
-            tuning.lock_timeout.as_millis()
+            "SET lock_timeout = '{}ms'; {}",
+            tuning.lock_timeout.as_millis(),
+            plan_cache_mode("force_generic_plan")
         ))
         .await?;
     let outcome = batches.run(client).await;
     let reset = client
-        .batch_execute(&format!("RESET lock_timeout; {DEFAULT_PLANS}"))
+        .batch_execute(&format!("RESET lock_timeout; {}", plan_cache_mode("auto")))
         .await;
     outcome?;
     reset?;
@@ -342,12 +345,15 @@ impl Batches<'_> {
     /// Runs batches until none is left. Each batch is one statement that
     /// also saves its checkpoint, so it commits or rolls back whole.
     /// Errors: any SQL error other than a lock timeout, which is retried
-    /// with backoff up to 30 times in a row.
+    /// with backoff up to [`super::ddl::MAX_ATTEMPTS`] times in a row.
     async fn run(&mut self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        use tokio_postgres::types::ToSql;
         let (schema, version, spec) = (self.schema, self.version, self.spec);
-        let upper = self.upper.clone();
+        let page = |l: &[String]| l.first().and_then(|p| p.parse::<i64>().ok()).unwrap_or(0);
+        let last_page = page(&self.upper);
         // Prepared once: a batch costs an execution, not a parse and plan.
-        let (first_sql, next_sql) = if spec.key.is_empty() {
+        // Keyset batches have a first form, without a lower bound.
+        let (first, next) = if spec.key.is_empty() {
             (None, client.prepare(&ctid_batch_sql(spec)).await?)
         } else {
             (
@@ -358,57 +364,31 @@ impl Batches<'_> {
         let mut size = self.tuning.batch_size.max(1);
         let mut attempt = 0u32;
         loop {
-            let page =
-                |l: Option<&Vec<String>>| l.and_then(|l| l[0].parse::<i64>().ok()).unwrap_or(0);
-            let finished = upper.is_empty()
-                || (spec.key.is_empty() && page(self.last.as_ref()) >= page(Some(&upper)));
-            if finished {
+            let from = self.last.as_deref().map_or(0, page);
+            if self.upper.is_empty() || (spec.key.is_empty() && from >= last_page) {
                 return Ok(());
             }
-            let outcome = if spec.key.is_empty() {
-                let from = page(self.last.as_ref());
-                let pages = ((size as f64) / self.rows_per_page).ceil().max(1.0) as i64;
-                let to = (from + pages).min(page(Some(&upper)));
-                client
-                    .query_one(&next_sql, &[&from, &to, &schema, &version, &spec.table])
-                    .await
-                    .map(|row| {
-                        (
-                            row.get::<_, i64>(0),
-                            Some(vec![to.to_string()]),
-                            row.get::<_, f64>(1),
-                        )
-                    })
-            } else {
-                let result = match &self.last {
-                    Some(l) => {
-                        client
-                            .query_one(
-                                &next_sql,
-                                &[l, &upper, &size, &schema, &version, &spec.table],
-                            )
-                            .await
-                    }
-                    None => {
-                        client
-                            .query_one(
-                                first_sql.as_ref().expect("prepared for keyset batches"),
-                                &[&upper, &size, &schema, &version, &spec.table],
-                            )
-                            .await
-                    }
+            // ctid: pages [from, to); keyset: after the last key, up to the bound.
+            let to =
+                (from + ((size as f64) / self.rows_per_page).ceil().max(1.0) as i64).min(last_page);
+            let checkpoint: [&(dyn ToSql + Sync); 3] = [&schema, &version, &spec.table];
+            let (statement, mut params): (_, Vec<&(dyn ToSql + Sync)>) =
+                match (spec.key.is_empty(), &self.last) {
+                    (true, _) => (&next, vec![&from, &to]),
+                    (false, Some(last)) => (&next, vec![last, &self.upper, &size]),
+                    (false, None) => (
+                        first.as_ref().expect("prepared for keyset batches"),
+                        vec![&self.upper, &size],
+                    ),
                 };
-                result.map(|row| {
-                    (
-                        row.get::<_, i64>(0),
-                        row.get::<_, Option<Vec<String>>>(1),
-                        row.get::<_, f64>(2),
-                    )
-                })
-            };
-            let (updated, next, took) = match outcome {
-                Ok(outcome) => outcome,
-                Err(e) if super::ddl::is_lock_timeout(&e) && attempt < 30 => {
+            params.extend(checkpoint);
+            let (updated, next_key, took) = match client.query_one(statement, &params).await {
+                Ok(row) => (
+                    row.get::<_, i64>(0),
+                    row.get::<_, Option<Vec<String>>>(1),
+                    row.get::<_, f64>(2),
+                ),
+                Err(e) if super::ddl::is_lock_timeout(&e) && attempt < super::ddl::MAX_ATTEMPTS => {
                     attempt += 1;
                     let delay = super::ddl::backoff(attempt);
                     tracing::warn!(table = %spec.table, attempt, delay_ms = delay.as_millis() as u64, "backfill batch hit lock_timeout; retrying");
@@ -419,9 +399,11 @@ impl Batches<'_> {
             };
             attempt = 0;
             // An empty keyset batch: nothing left up to the bound.
-            let Some(next) = next else { return Ok(()) };
+            let Some(next_key) = next_key else {
+                return Ok(());
+            };
             self.done_rows += updated as u64;
-            self.last = Some(next);
+            self.last = Some(next_key);
             self.progress.update(self.done_rows, size);
             size = next_batch_size(
                 size,

@@ -12,7 +12,7 @@ pub mod registry;
 mod relay;
 mod session;
 mod startup;
-pub mod threads;
+mod threads;
 pub mod tls;
 pub mod upstream;
 pub mod versions;

@@ -57,16 +57,6 @@ impl SessionThreads {
         })
     }
 
-    /// How many threads there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Always false: there is at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Runs `task` on the next thread in turn. Sockets must be created or
     /// registered inside the task (see `TcpStream::from_std`), so that they
     /// belong to that thread's runtime.
@@ -88,7 +78,7 @@ mod tests {
     #[test]
     fn tasks_are_dealt_round_robin_and_run_on_their_threads() {
         let threads = SessionThreads::start(2).unwrap();
-        assert_eq!(threads.len(), 2);
+        assert_eq!(threads.handles.len(), 2);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         for _ in 0..4 {
@@ -121,6 +111,6 @@ mod tests {
     fn zero_means_one_per_core() {
         let threads = SessionThreads::start(0).unwrap();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(threads.len(), cores);
+        assert_eq!(threads.handles.len(), cores);
     }
 }
