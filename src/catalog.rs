@@ -248,6 +248,35 @@ fn view_columns(definition: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Names of every schema in the database.
+pub async fn schemas(
+    client: &impl GenericClient,
+) -> Result<BTreeSet<String>, tokio_postgres::Error> {
+    Ok(client
+        .query("SELECT nspname::text FROM pg_namespace", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Names of the views in `schema`.
+pub async fn view_names(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<BTreeSet<String>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind = 'v'",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 /// Names of every index in `schema`.
 pub async fn indexes(
     client: &impl GenericClient,

@@ -339,7 +339,7 @@ fn rewrite_statement(text: &str, view: &VersionView) -> Result<Option<String>, R
 fn refusal(statement: &Statement, view: &VersionView) -> Option<String> {
     match statement {
         Statement::Set(Set::SingleAssignment { variable, .. })
-            if is_setting(variable, crate::routing::VERSION_SETTING) =>
+            if is_setting(variable, crate::state::VERSION_SETTING) =>
         {
             Some(format!(
                 "pgshift.version is set by pgshift (this session is pinned to version {}); connect with options=-c pgshift.version=<name> to choose another",
@@ -353,7 +353,7 @@ fn refusal(statement: &Statement, view: &VersionView) -> Option<String> {
             let mut reason = None;
             let _ = visit_expressions(statement, |e| {
                 if let Expr::Function(f) = e
-                    && set_config_target(f).as_deref() == Some(crate::routing::VERSION_SETTING)
+                    && set_config_target(f).as_deref() == Some(crate::state::VERSION_SETTING)
                 {
                     reason = Some(format!(
                         "pgshift.version is set by pgshift (this session is pinned to version {})",

@@ -5,28 +5,15 @@
 //! old version while a migration runs, the only version otherwise. Pure: the
 //! startup packet and the known versions in, the packet to send upstream out.
 
-use std::collections::BTreeMap;
-
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use thiserror::Error;
 
+use crate::protocol::StartupMessage;
+use crate::protocol::startup::{join_options, split_options};
 use crate::quote;
-
-/// The setting that carries a session's version; the triggers read it.
-pub const VERSION_SETTING: &str = "pgshift.version";
-
-/// The versions that exist in one schema, as the state schema says.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Versions {
-    /// The physical schema (`public`).
-    pub schema: String,
-    /// The version clients use outside a migration.
-    pub current: String,
-    /// While a migration runs: (old version, its schema, new version, its schema).
-    pub migration: Option<Migration>,
-    /// Operator pins: route name → version (`pgshift pin ROUTE VERSION`).
-    pub pins: BTreeMap<String, String>,
-}
+use crate::rewrite::VersionView;
+use crate::state::VERSION_SETTING;
+use crate::state::versions::{LiveMigration, Versions};
 
 /// A configured route: clients whose startup parameters (and listener port)
 /// match every field given belong to it. The first matching rule wins.
@@ -43,13 +30,8 @@ pub struct RouteRule {
 }
 
 impl RouteRule {
-    fn matches(&self, params: &[(Vec<u8>, Vec<u8>)], port: Option<u16>) -> bool {
-        let get = |key: &str| {
-            params
-                .iter()
-                .find(|(k, _)| k == key.as_bytes())
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-        };
+    fn matches(&self, startup: &StartupMessage, port: Option<u16>) -> bool {
+        let get = |key: &str| startup.get(key);
         let user = get("user");
         let database = get("database").or_else(|| user.clone());
         let fits = |want: &Option<String>, have: Option<String>| {
@@ -62,109 +44,52 @@ impl RouteRule {
     }
 }
 
-/// Where a migration stands, as far as routing is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// `start` runs and the old version's views exist: only the old version
-    /// is live, served by its views (the physical tables are about to change).
-    Starting,
-    /// Both versions are live.
-    Active,
-    /// `complete` runs: only the new version is live.
-    Completing,
-    /// `rollback` runs: only the old version is live.
-    RollingBack,
+/// What the rewriter needs for a session of `version` in `schema` while
+/// `migration` runs: its version schema and that schema's views; `None`
+/// for a version that is neither of the migration's.
+pub fn view_of(migration: &LiveMigration, schema: &str, version: &str) -> Option<VersionView> {
+    let m = migration;
+    let (version_schema, views) = if version == m.new {
+        (&m.new_schema, &m.new_views)
+    } else if version == m.old {
+        (&m.old_schema, &m.old_views)
+    } else {
+        return None;
+    };
+    Some(VersionView {
+        schema: schema.to_string(),
+        version: version.to_string(),
+        version_schema: version_schema.clone(),
+        views: views
+            .iter()
+            .map(|(v, (t, _))| (v.clone(), t.clone()))
+            .collect(),
+        columns: views
+            .iter()
+            .map(|(v, (_, c))| (v.clone(), c.clone()))
+            .collect(),
+        migrating: m
+            .old_views
+            .values()
+            .chain(m.new_views.values())
+            .map(|(t, _)| t.clone())
+            .collect(),
+    })
 }
 
-/// The versions of a running migration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Migration {
-    pub phase: Phase,
-    pub old: String,
-    pub old_schema: String,
-    pub new: String,
-    pub new_schema: String,
-    /// Each version schema's views: view name → (physical table, its
-    /// columns as (view column, table column)).
-    pub old_views: BTreeMap<String, (String, Vec<(String, String)>)>,
-    pub new_views: BTreeMap<String, (String, Vec<(String, String)>)>,
-}
-
-impl Migration {
-    /// What the rewriter needs for a session of `version` in `schema`.
-    pub fn view_of(&self, schema: &str, version: &str) -> Option<crate::rewrite::VersionView> {
-        let (version_schema, views) = if version == self.new {
-            (&self.new_schema, &self.new_views)
-        } else if version == self.old {
-            (&self.old_schema, &self.old_views)
-        } else {
-            return None;
-        };
-        Some(crate::rewrite::VersionView {
-            schema: schema.to_string(),
-            version: version.to_string(),
-            version_schema: version_schema.clone(),
-            views: views
-                .iter()
-                .map(|(v, (t, _))| (v.clone(), t.clone()))
-                .collect(),
-            columns: views
-                .iter()
-                .map(|(v, (_, c))| (v.clone(), c.clone()))
-                .collect(),
-            migrating: self
-                .old_views
-                .values()
-                .chain(self.new_views.values())
-                .map(|(t, _)| t.clone())
-                .collect(),
-        })
-    }
-}
-
-impl Versions {
-    /// Every version a session may ask for now, with its version schema
-    /// (`None`: the physical schema serves it).
-    pub fn live(&self) -> BTreeMap<String, Option<String>> {
-        let Some(m) = &self.migration else {
-            return BTreeMap::from([(self.current.clone(), None)]);
-        };
-        let old = (m.old.clone(), Some(m.old_schema.clone()));
-        let new = (m.new.clone(), Some(m.new_schema.clone()));
-        match m.phase {
-            Phase::Starting | Phase::RollingBack => BTreeMap::from([old]),
-            Phase::Active => BTreeMap::from([old, new]),
-            Phase::Completing => BTreeMap::from([new]),
-        }
-    }
-
-    /// What a session of `version` stands on now: the version schema that
-    /// heads its search_path (`None`: the physical schema) and, while a
-    /// migration runs, the view map its statements are rewritten against.
-    /// A version that is no longer live gets neither.
-    pub fn placement(
-        &self,
-        version: &str,
-    ) -> (Option<String>, Option<crate::rewrite::VersionView>) {
-        let Some(version_schema) = self.live().remove(version) else {
-            return (None, None);
-        };
-        let view = self
-            .migration
-            .as_ref()
-            .and_then(|m| m.view_of(&self.schema, version));
-        (version_schema, view)
-    }
-
-    /// The version a session gets when neither its request nor a route
-    /// decides: the new version once `complete` runs, else the old (or only) one.
-    pub fn default_version(&self) -> &str {
-        match &self.migration {
-            Some(m) if m.phase == Phase::Completing => &m.new,
-            Some(m) => &m.old,
-            None => &self.current,
-        }
-    }
+/// What a session of `version` stands on now: the version schema that
+/// heads its search_path (`None`: the physical schema) and, while a
+/// migration runs, the view map its statements are rewritten against.
+/// A version that is no longer live gets neither.
+pub fn placement(versions: &Versions, version: &str) -> (Option<String>, Option<VersionView>) {
+    let Some(version_schema) = versions.live().remove(version) else {
+        return (None, None);
+    };
+    let view = versions
+        .migration
+        .as_ref()
+        .and_then(|m| view_of(m, &versions.schema, version));
+    (version_schema, view)
 }
 
 /// Why a session's version could not be settled.
@@ -181,8 +106,6 @@ pub enum RoutingError {
         version: String,
         existing: Vec<String>,
     },
-    #[error("the startup packet's parameters are malformed")]
-    Malformed,
 }
 
 /// The outcome for one session.
@@ -199,92 +122,113 @@ pub struct Route {
     /// go unchanged (no migration runs and nothing needs setting).
     pub startup: Option<Bytes>,
     /// While a migration runs: the version's views, for the rewriter.
-    pub view: Option<crate::rewrite::VersionView>,
+    pub view: Option<VersionView>,
 }
 
-/// Decides the version of a session from its raw StartupMessage (length
-/// word included), the live versions and the configured route rules: the
-/// client's request, else its route's pin, else the default route; `port`
-/// is the listener port the client came in on. The packet sent upstream carries,
-/// in `options`, `-c pgshift.version=<version>` and a `search_path` with the
-/// version schema first, then the client's own search_path (or Postgres's
-/// default, `"$user", <schema>`). The client's own `pgshift.version`
-/// request is removed from what reaches Postgres.
-pub fn route(
-    raw: &[u8],
-    versions: &Versions,
-    rules: &[RouteRule],
-    port: Option<u16>,
-) -> Result<Route, RoutingError> {
-    let mut params = parse_params(raw).ok_or(RoutingError::Malformed)?;
-    let mut requested = None;
+/// What a client asked for in its startup packet, taken out of what
+/// reaches Postgres: the version (a `pgshift.version` parameter, or `-c
+/// pgshift.version=` in `options`) and its own search_path (in `options`).
+#[derive(Debug, Default)]
+struct Requests {
+    version: Option<String>,
+    search_path: Option<String>,
+    /// The client's other `options` arguments, kept.
+    options: Vec<String>,
+    /// Where `options` stands among the parameters, if the client sent it.
+    options_at: Option<usize>,
+}
+
+/// Takes the client's requests out of `params` (see [`Requests`]).
+fn take_requests(params: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Requests {
+    let mut requests = Requests::default();
     if let Some(i) = params
         .iter()
         .position(|(k, _)| k == VERSION_SETTING.as_bytes())
     {
-        requested = Some(String::from_utf8_lossy(&params.remove(i).1).into_owned());
+        requests.version = Some(String::from_utf8_lossy(&params.remove(i).1).into_owned());
     }
-    let mut options: Vec<String> = Vec::new();
-    let mut client_search_path = None;
-    let options_at = params.iter().position(|(k, _)| k == b"options");
-    if let Some(i) = options_at {
-        let args = split_options(&String::from_utf8_lossy(&params[i].1));
-        let mut kept = Vec::new();
-        let mut iter = args.into_iter().peekable();
-        while let Some(arg) = iter.next() {
-            let setting = if arg == "-c" {
-                iter.next().map(|s| (s, true))
-            } else {
-                arg.strip_prefix("--").map(|s| (s.to_string(), false))
-            };
-            match setting {
-                Some((s, _)) if s.starts_with(&format!("{VERSION_SETTING}=")) => {
-                    requested = Some(s[VERSION_SETTING.len() + 1..].to_string());
-                }
-                Some((s, _)) if s.starts_with("search_path=") => {
-                    client_search_path = Some(s["search_path=".len()..].to_string());
-                }
-                Some((s, true)) => {
-                    kept.push("-c".to_string());
-                    kept.push(s);
-                }
-                Some((s, false)) => kept.push(format!("--{s}")),
-                None => kept.push(arg),
+    requests.options_at = params.iter().position(|(k, _)| k == b"options");
+    let Some(i) = requests.options_at else {
+        return requests;
+    };
+    let mut args = split_options(&String::from_utf8_lossy(&params[i].1)).into_iter();
+    while let Some(arg) = args.next() {
+        let setting = if arg == "-c" {
+            args.next().map(|s| (s, true))
+        } else {
+            arg.strip_prefix("--").map(|s| (s.to_string(), false))
+        };
+        match setting {
+            Some((s, _)) if s.starts_with(&format!("{VERSION_SETTING}=")) => {
+                requests.version = Some(s[VERSION_SETTING.len() + 1..].to_string());
             }
+            Some((s, _)) if s.starts_with("search_path=") => {
+                requests.search_path = Some(s["search_path=".len()..].to_string());
+            }
+            Some((s, true)) => {
+                requests.options.push("-c".to_string());
+                requests.options.push(s);
+            }
+            Some((s, false)) => requests.options.push(format!("--{s}")),
+            None => requests.options.push(arg),
         }
-        options = kept;
     }
+    requests
+}
+
+/// The version a session gets: the one it `requested`, else its route's
+/// pin, else the default. Errors: a requested version or a pin that is
+/// not live now.
+fn choose_version(
+    requested: Option<String>,
+    route: Option<&String>,
+    versions: &Versions,
+) -> Result<String, RoutingError> {
     let live = versions.live();
+    let existing = || live.keys().cloned().collect();
+    if let Some(v) = requested {
+        return if live.contains_key(&v) {
+            Ok(v)
+        } else {
+            Err(RoutingError::UnknownVersion {
+                requested: v,
+                existing: existing(),
+            })
+        };
+    }
+    match route.and_then(|r| versions.pins.get(r).map(|v| (r, v))) {
+        Some((_, version)) if live.contains_key(version) => Ok(version.clone()),
+        Some((route, version)) => Err(RoutingError::StalePin {
+            route: route.clone(),
+            version: version.clone(),
+            existing: existing(),
+        }),
+        None => Ok(versions.default_version().to_string()),
+    }
+}
+
+/// Decides the version of a session from its StartupMessage, the live
+/// versions and the configured route rules: the client's request, else its
+/// route's pin, else the default route; `port` is the listener port the
+/// client came in on. The packet sent upstream carries, in `options`, `-c
+/// pgshift.version=<version>` and a `search_path` with the version schema
+/// first, then the client's own search_path (or Postgres's default,
+/// `"$user", <schema>`). The client's own `pgshift.version` request is
+/// removed from what reaches Postgres.
+pub fn route(
+    startup: &StartupMessage,
+    versions: &Versions,
+    rules: &[RouteRule],
+    port: Option<u16>,
+) -> Result<Route, RoutingError> {
+    let mut upstream = startup.clone();
+    let requests = take_requests(&mut upstream.params);
     let route_name = rules
         .iter()
-        .find(|r| r.matches(&params, port))
+        .find(|r| r.matches(&upstream, port))
         .map(|r| r.name.clone());
-    let version = match requested {
-        Some(v) if live.contains_key(&v) => v,
-        Some(v) => {
-            return Err(RoutingError::UnknownVersion {
-                requested: v,
-                existing: live.keys().cloned().collect(),
-            });
-        }
-        None => {
-            let pinned = route_name
-                .as_ref()
-                .and_then(|r| versions.pins.get(r).map(|v| (r.clone(), v.clone())));
-            match pinned {
-                Some((_, version)) if live.contains_key(&version) => version,
-                Some((route, version)) => {
-                    return Err(RoutingError::StalePin {
-                        route,
-                        version,
-                        existing: live.keys().cloned().collect(),
-                    });
-                }
-                None => versions.default_version().to_string(),
-            }
-        }
-    };
-    let Some(version_schema) = live.get(&version).cloned().flatten() else {
+    let version = choose_version(requests.version, route_name.as_ref(), versions)?;
+    let (Some(version_schema), view) = placement(versions, &version) else {
         // No migration: the physical schema is the only version, and Postgres
         // takes pgshift.version as a placeholder setting, so the client's
         // bytes go through unchanged.
@@ -296,8 +240,10 @@ pub fn route(
             view: None,
         });
     };
-    let rest = client_search_path
+    let rest = requests
+        .search_path
         .unwrap_or_else(|| format!("\"$user\", {}", quote::ident(&versions.schema)));
+    let mut options = requests.options;
     options.push("-c".into());
     options.push(format!("{VERSION_SETTING}={version}"));
     options.push("-c".into());
@@ -305,122 +251,18 @@ pub fn route(
         "search_path={}, {rest}",
         quote::ident(&version_schema)
     ));
-    let (_, view) = versions.placement(&version);
+    let value = join_options(&options).into_bytes();
+    match requests.options_at {
+        Some(i) => upstream.params[i].1 = value,
+        None => upstream.params.push((b"options".to_vec(), value)),
+    }
     Ok(Route {
         version,
         route: route_name,
         version_schema: Some(version_schema),
-        startup: Some(encode(&mut params, options_at, &options)),
+        startup: Some(upstream.encode()),
         view,
     })
-}
-
-/// The StartupMessage `raw` with parameter `key` set to `value` (added when
-/// missing); `None` when `raw` is malformed.
-pub fn with_param(raw: &[u8], key: &str, value: &str) -> Option<Bytes> {
-    let mut params = parse_params(raw)?;
-    match params.iter_mut().find(|(k, _)| k == key.as_bytes()) {
-        Some((_, v)) => *v = value.as_bytes().to_vec(),
-        None => params.push((key.as_bytes().to_vec(), value.as_bytes().to_vec())),
-    }
-    // No options to replace: the parameters go back as they are.
-    Some(encode(&mut params, None, &[]))
-}
-
-/// The (name, value) byte pairs of a StartupMessage, in order.
-fn parse_params(raw: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut rest = raw.get(8..)?;
-    let mut out = Vec::new();
-    loop {
-        let end = rest.iter().position(|b| *b == 0)?;
-        if end == 0 {
-            return Some(out);
-        }
-        let key = rest[..end].to_vec();
-        rest = &rest[end + 1..];
-        let vend = rest.iter().position(|b| *b == 0)?;
-        out.push((key, rest[..vend].to_vec()));
-        rest = &rest[vend + 1..];
-    }
-}
-
-/// Re-encodes a StartupMessage (protocol 3.0 request code kept from the
-/// original) with `options` replaced by `args`.
-fn encode(
-    params: &mut Vec<(Vec<u8>, Vec<u8>)>,
-    options_at: Option<usize>,
-    args: &[String],
-) -> Bytes {
-    let value = join_options(args).into_bytes();
-    match options_at {
-        Some(i) => params[i].1 = value,
-        None if !args.is_empty() => params.push((b"options".to_vec(), value)),
-        None => {}
-    }
-    let mut body = BytesMut::new();
-    body.put_u32(196608);
-    for (k, v) in params.iter() {
-        body.put_slice(k);
-        body.put_u8(0);
-        body.put_slice(v);
-        body.put_u8(0);
-    }
-    body.put_u8(0);
-    let mut out = BytesMut::with_capacity(body.len() + 4);
-    out.put_u32(body.len() as u32 + 4);
-    out.put_slice(&body);
-    out.freeze()
-}
-
-/// Splits a startup `options` string as the server does (pg_split_opts):
-/// on whitespace, with a backslash taking the next character literally.
-pub fn split_options(options: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut chars = options.chars();
-    let mut in_word = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let Some(next) = chars.next() {
-                    current.push(next);
-                }
-                in_word = true;
-            }
-            c if c.is_ascii_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut current));
-                    in_word = false;
-                }
-            }
-            c => {
-                current.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        out.push(current);
-    }
-    out
-}
-
-/// Joins arguments into an `options` string, escaping whitespace and
-/// backslashes so that [`split_options`] gives them back.
-pub fn join_options(args: &[String]) -> String {
-    args.iter()
-        .map(|a| {
-            let mut s = String::new();
-            for c in a.chars() {
-                if c == '\\' || c.is_ascii_whitespace() {
-                    s.push('\\');
-                }
-                s.push(c);
-            }
-            s
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 
 use super::plan::BackfillSpec;
 use crate::quote::{ident, qualified};
+use crate::state::backfill::{self as checkpoints, save_checkpoint_cte};
 
 /// Backfill tuning from the command line.
 #[derive(Debug, Clone, Copy)]
@@ -42,18 +43,6 @@ fn plan_cache_mode(mode: &str) -> String {
     format!(
         "SELECT set_config('plan_cache_mode', '{mode}', false) \
          WHERE current_setting('server_version_num')::int >= 120000"
-    )
-}
-
-/// Saves a batch's checkpoint in the same statement as the batch: the
-/// `pgshift.backfill` row of (`$schema`, `$version`, `$table`), given as
-/// the parameter numbers of those three, gets `last_key` from the CTE
-/// `last` and the count of the CTE `updated`, when `last` has a row.
-fn save_checkpoint(schema: usize, version: usize, table: usize) -> String {
-    format!(
-        "saved AS (UPDATE pgshift.backfill SET last_key = (SELECT k FROM last), \
-         rows_done = rows_done + (SELECT count(*) FROM updated), batches = batches + 1, updated_at = now() \
-         WHERE schema_name = ${schema} AND version = ${version} AND table_name = ${table} AND EXISTS (SELECT FROM last))"
     )
 }
 
@@ -106,7 +95,7 @@ pub fn keyset_batch_sql(spec: &BackfillSpec, with_lower: bool) -> String {
         join.join(" AND "),
         last.join(", "),
         desc.join(", "),
-        save_checkpoint(upper + 2, upper + 3, upper + 4),
+        save_checkpoint_cte(upper + 2, upper + 3, upper + 4),
     )
 }
 
@@ -122,7 +111,7 @@ pub fn ctid_batch_sql(spec: &BackfillSpec) -> String {
          last AS (SELECT ARRAY[$2::bigint::text] AS k), {} \
          SELECT (SELECT count(*) FROM updated), (SELECT k FROM last), {SERVER_TIME}",
         assignments(spec, &ident(&spec.touch)),
-        save_checkpoint(3, 4, 5),
+        save_checkpoint_cte(3, 4, 5),
     )
 }
 
@@ -212,78 +201,20 @@ pub async fn run(
     spec: &BackfillSpec,
     tuning: Tuning,
 ) -> Result<u64, tokio_postgres::Error> {
-    client
-        .execute(
-            "INSERT INTO pgshift.backfill (schema_name, version, table_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            &[&schema, &version, &spec.table],
-        )
-        .await?;
-    let state = client
-        .query_one(
-            "SELECT last_key, upper_key, rows_done, done FROM pgshift.backfill
-             WHERE schema_name = $1 AND version = $2 AND table_name = $3",
-            &[&schema, &version, &spec.table],
-        )
-        .await?;
-    let last: Option<Vec<String>> = state.get(0);
-    let mut upper: Option<Vec<String>> = state.get(1);
-    let done_rows = state.get::<_, i64>(2) as u64;
-    if state.get::<_, bool>(3) {
-        return Ok(done_rows);
+    let checkpoint = checkpoints::checkpoint(client, schema, version, &spec.table).await?;
+    if checkpoint.done {
+        return Ok(checkpoint.rows_done);
     }
-    let table = qualified(&spec.schema, &spec.table);
-    let estimate: f32 = client
-        .query_one(
-            "SELECT greatest(reltuples, 0)::float4 FROM pg_class WHERE oid = $1::text::regclass",
-            &[&table],
-        )
-        .await?
-        .get(0);
-    if upper.is_none() {
-        let bound: Vec<String> = if spec.key.is_empty() {
-            let pages: i64 = client
-                .query_one(
-                    "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::int8",
-                    &[&table],
-                )
-                .await?
-                .get(0);
-            vec![pages.to_string()]
-        } else {
-            let keys: Vec<String> = spec.key.iter().map(|(k, _)| ident(k)).collect();
-            let as_text: Vec<String> = keys.iter().map(|k| format!("{k}::text")).collect();
-            let desc: Vec<String> = keys.iter().map(|k| format!("{k} DESC")).collect();
-            let sql = format!(
-                "SELECT ARRAY[{}] FROM ONLY {table} ORDER BY {} LIMIT 1",
-                as_text.join(", "),
-                desc.join(", ")
-            );
-            match client.query_opt(sql.as_str(), &[]).await? {
-                Some(row) => row.get(0),
-                None => Vec::new(),
-            }
-        };
-        client
-            .execute(
-                "UPDATE pgshift.backfill SET upper_key = $4 WHERE schema_name = $1 AND version = $2 AND table_name = $3",
-                &[&schema, &version, &spec.table, &bound],
-            )
-            .await?;
-        upper = Some(bound);
-    }
-    let upper = upper.expect("set above");
-    tracing::info!(table = %spec.table, rows_done = done_rows, "backfill starting");
-    let rows_per_page = if spec.key.is_empty() {
-        let row = client
-            .query_one(
-                "SELECT greatest(reltuples, 1)::float8 / greatest(relpages, 1)::float8 FROM pg_class WHERE oid = $1::text::regclass",
-                &[&table],
-            )
-            .await?;
-        row.get::<_, f64>(0).max(1.0)
-    } else {
-        1.0
+    let upper = match checkpoint.upper_key {
+        Some(upper) => upper,
+        None => {
+            let bound = upper_bound(client, spec).await?;
+            checkpoints::set_upper_key(client, schema, version, &spec.table, &bound).await?;
+            bound
+        }
     };
+    let (estimate, rows_per_page) = estimates(client, spec).await?;
+    tracing::info!(table = %spec.table, rows_done = checkpoint.rows_done, "backfill starting");
     let mut batches = Batches {
         schema,
         version,
@@ -291,9 +222,9 @@ pub async fn run(
         tuning,
         upper,
         rows_per_page,
-        last,
-        done_rows,
-        progress: Progress::new(&spec.table, estimate as u64, done_rows),
+        last: checkpoint.last_key,
+        done_rows: checkpoint.rows_done,
+        progress: Progress::new(&spec.table, estimate, checkpoint.rows_done),
     };
     // One lock_timeout for the whole loop: each batch is a single statement.
     // A generic plan: by default Postgres plans every execution of the
@@ -315,14 +246,64 @@ pub async fn run(
         .await;
     outcome?;
     reset?;
-    client
-        .execute(
-            "UPDATE pgshift.backfill SET done = true, updated_at = now() WHERE schema_name = $1 AND version = $2 AND table_name = $3",
-            &[&schema, &version, &spec.table],
-        )
-        .await?;
+    checkpoints::mark_done(client, schema, version, &spec.table).await?;
     batches.progress.finish(batches.done_rows);
     Ok(batches.done_rows)
+}
+
+/// Where the backfill of `spec` stops: the largest key that exists now, or
+/// for ctid batches the table's page count (as text[]; empty for an empty
+/// table).
+async fn upper_bound(
+    client: &Client,
+    spec: &BackfillSpec,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let table = qualified(&spec.schema, &spec.table);
+    if spec.key.is_empty() {
+        let pages: i64 = client
+            .query_one(
+                "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::int8",
+                &[&table],
+            )
+            .await?
+            .get(0);
+        return Ok(vec![pages.to_string()]);
+    }
+    let keys: Vec<String> = spec.key.iter().map(|(k, _)| ident(k)).collect();
+    let as_text: Vec<String> = keys.iter().map(|k| format!("{k}::text")).collect();
+    let desc: Vec<String> = keys.iter().map(|k| format!("{k} DESC")).collect();
+    let sql = format!(
+        "SELECT ARRAY[{}] FROM ONLY {table} ORDER BY {} LIMIT 1",
+        as_text.join(", "),
+        desc.join(", ")
+    );
+    Ok(match client.query_opt(sql.as_str(), &[]).await? {
+        Some(row) => row.get(0),
+        None => Vec::new(),
+    })
+}
+
+/// The planner's estimates for the table of `spec`: its rows (for the
+/// progress bar) and, for ctid batches, rows per page (1 for keyset ones).
+async fn estimates(
+    client: &Client,
+    spec: &BackfillSpec,
+) -> Result<(u64, f64), tokio_postgres::Error> {
+    let table = qualified(&spec.schema, &spec.table);
+    let row = client
+        .query_one(
+            "SELECT greatest(reltuples, 0)::float8, \
+                    greatest(reltuples, 1)::float8 / greatest(relpages, 1)::float8 \
+             FROM pg_class WHERE oid = $1::text::regclass",
+            &[&table],
+        )
+        .await?;
+    let rows_per_page = if spec.key.is_empty() {
+        row.get::<_, f64>(1).max(1.0)
+    } else {
+        1.0
+    };
+    Ok((row.get::<_, f64>(0) as u64, rows_per_page))
 }
 
 /// The batch loop of one backfill and where it stands.

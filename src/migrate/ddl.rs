@@ -10,8 +10,8 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 
 use super::plan::Step;
-use super::state::MARK_DONE;
 use crate::quote::{literal, qualified};
+use crate::state::migrations::{StepRef, mark_done};
 
 /// Most attempts at one statement before giving up.
 pub const MAX_ATTEMPTS: u32 = 30;
@@ -27,15 +27,6 @@ pub fn backoff(attempt: u32) -> Duration {
 /// True for SQLSTATE 55P03 (lock_not_available), what `lock_timeout` raises.
 pub fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
-}
-
-/// Where a step sits in the state schema, to mark it done.
-#[derive(Debug, Clone, Copy)]
-pub struct StepRef<'a> {
-    pub schema: &'a str,
-    pub version: &'a str,
-    pub action: &'a str,
-    pub position: i32,
 }
 
 /// Runs a [`Step::Sql`] or [`Step::Concurrent`] step and marks it done.
@@ -58,11 +49,7 @@ pub async fn run(
                     tx.batch_execute(&format!("SET LOCAL lock_timeout = '{timeout}'"))
                         .await?;
                     tx.batch_execute(sql).await?;
-                    tx.execute(
-                        MARK_DONE,
-                        &[&at.schema, &at.version, &at.action, &at.position],
-                    )
-                    .await?;
+                    mark_done(&tx, at).await?;
                     Ok::<_, tokio_postgres::Error>(())
                 }
                 .await;
@@ -80,12 +67,7 @@ pub async fn run(
                         drop_invalid_index(client, at.schema, index).await?;
                     }
                     client.batch_execute(sql).await?;
-                    client
-                        .execute(
-                            MARK_DONE,
-                            &[&at.schema, &at.version, &at.action, &at.position],
-                        )
-                        .await?;
+                    mark_done(client, at).await?;
                     Ok::<_, tokio_postgres::Error>(())
                 }
                 .await;
@@ -99,7 +81,7 @@ pub async fn run(
             Err(e) if is_lock_timeout(&e) && attempt < MAX_ATTEMPTS => {
                 let delay = backoff(attempt);
                 tracing::warn!(
-                    action = at.action,
+                    action = %at.action,
                     step = at.position,
                     attempt,
                     delay_ms = delay.as_millis() as u64,

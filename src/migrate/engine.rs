@@ -1,26 +1,28 @@
 //! The migration lifecycle: `init`, `start`, `complete`, `rollback`,
 //! `status`, `migrate` and the live-catalog check, run over one connection
-//! that holds the schema's advisory lock for the whole command. Phases:
-//! starting → active → completing → completed, or → rolling_back →
-//! rolled_back. Each command resumes whatever its phase left undone.
+//! that holds the schema's migration lock for the whole command. Phases
+//! (`state::Phase`): starting → active → completing → completed, or →
+//! rolling_back → rolled_back. Each command resumes whatever its phase
+//! left undone.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 
 use super::backfill::{self, Tuning};
-use super::ddl::{self, StepRef};
+use super::ddl;
 pub use super::error::MigrateError;
 use super::error::db_message;
 use super::format::{self, Migration};
 use super::names;
 use super::plan::{self, Context, Plan, Step};
-use super::state::{self, MigrationRow};
-pub use super::status::{ActiveStatus, BackfillStatus, HistoryEntry, Status, status};
 use crate::catalog;
-use crate::quote::literal;
+use crate::state::migrations::{self, MigrationRow, NewMigration, StepRef};
+use crate::state::sessions;
+pub use crate::state::status::{ActiveStatus, HistoryEntry, Status};
+use crate::state::{self, Action, Phase, StateError};
 
 /// The default time one backfill batch aims at (`--backfill-batch-time`),
 /// measured on the server. Under load, clients' tail latency follows the
@@ -54,10 +56,10 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The defaults for `database_url` on schema `public`: lock_timeout
-    /// 500 ms; backfill batches of at most 1000 rows that aim at
-    /// [`BATCH_TIME`], with [`BATCH_DELAY`] between them; 30 s for
-    /// sessions to move.
+    /// The defaults for `database_url`, the one place they are written:
+    /// schema `public`; lock_timeout 500 ms; backfill batches of at most
+    /// 1000 rows that aim at [`BATCH_TIME`], with [`BATCH_DELAY`] between
+    /// them; 30 s for sessions to move.
     pub fn new(database_url: String) -> Settings {
         Settings {
             database_url,
@@ -71,41 +73,34 @@ impl Settings {
     }
 }
 
-/// One migration command's connection, holding the schema's advisory lock.
+/// What `complete` and `rollback` do about live sessions pinned to the
+/// version they remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pinned {
+    /// Refuse, listing the sessions (the default).
+    Refuse,
+    /// End them, each client told which command removed its version
+    /// (`--force`).
+    End,
+}
+
+/// One migration command's connection, holding the schema's migration lock.
 pub struct Migrator {
     client: Client,
     settings: Settings,
-    force: bool,
 }
 
 impl Migrator {
     /// Connects, creates the state schema if needed (`init`), and takes the
-    /// schema's advisory lock, failing at once when another command holds it.
+    /// schema's migration lock, failing at once when another command holds it.
     pub async fn connect(settings: Settings) -> Result<Migrator, MigrateError> {
-        let client = crate::control::open(&settings.database_url).await?;
-        // Serialize concurrent inits; CREATE ... IF NOT EXISTS alone can race.
-        client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock(hashtext('pgshift.init')); {} COMMIT;",
-                state::INIT_SQL
-            ))
-            .await?;
+        let client = state::open(&settings.database_url).await?;
+        state::init(&client).await?;
         // A command that has just finished may still hold the lock until the
         // server notices its connection closed: allow it a moment.
         for attempt in 0..5 {
-            let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))",
-                    &[&settings.schema],
-                )
-                .await?
-                .get(0);
-            if locked {
-                return Ok(Migrator {
-                    client,
-                    settings,
-                    force: false,
-                });
+            if state::try_lock(&client, &settings.schema).await? {
+                return Ok(Migrator { client, settings });
             }
             if attempt < 4 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -119,12 +114,7 @@ impl Migrator {
     /// Releases the schema's lock and closes the connection. Dropping a
     /// `Migrator` does the same, but the server may notice a little later.
     pub async fn close(self) -> Result<(), MigrateError> {
-        self.client
-            .query_one(
-                "SELECT pg_advisory_unlock(hashtext('pgshift'), hashtext($1))",
-                &[&self.settings.schema],
-            )
-            .await?;
+        state::unlock(&self.client, &self.settings.schema).await?;
         Ok(())
     }
 
@@ -137,26 +127,10 @@ impl Migrator {
         let schema = self.schema();
         let tables = catalog::tables(&self.client, schema).await?;
         let indexes = catalog::indexes(&self.client, schema).await?;
-        let old_version = state::current_version(&self.client, schema).await?;
+        let old_version = migrations::current_version(&self.client, schema).await?;
         let old_schema = names::version_schema(schema, &old_version);
-        let schemas: BTreeSet<String> = self
-            .client
-            .query("SELECT nspname::text FROM pg_namespace", &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let old_schema_views: BTreeSet<String> = self
-            .client
-            .query(
-                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relkind = 'v'",
-                &[&old_schema],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let schemas = catalog::schemas(&self.client).await?;
+        let old_schema_views = catalog::view_names(&self.client, &old_schema).await?;
         let volatile_defaults = self.volatile_defaults(migration).await?;
         let server_version: i32 = self
             .client
@@ -188,24 +162,8 @@ impl Migrator {
         &self,
         migration: &Migration,
     ) -> Result<BTreeSet<String>, MigrateError> {
-        let mut defaults = Vec::new();
-        for op in &migration.operations {
-            match op {
-                format::Operation::AddColumn(a) => {
-                    if let Some(d) = &a.column.default {
-                        defaults.push((a.column.type_.clone(), d.clone()));
-                    }
-                }
-                format::Operation::AlterColumn(a) => {
-                    if let (Some(Some(d)), Some(t)) = (&a.default, &a.type_) {
-                        defaults.push((t.clone(), d.clone()));
-                    }
-                }
-                _ => {}
-            }
-        }
         let mut volatile = BTreeSet::new();
-        for (type_, default) in defaults {
+        for (type_, default) in migration.defaults() {
             let probe = format!(
                 "BEGIN; CREATE TEMP TABLE _pgshift_probe (); ALTER TABLE _pgshift_probe ADD COLUMN c {type_} DEFAULT {default}; \
                  SELECT CASE WHEN atthasmissing THEN 'stable' ELSE 'volatile' END FROM pg_attribute \
@@ -218,25 +176,23 @@ impl Migrator {
                 matches!(m, tokio_postgres::SimpleQueryMessage::Row(r) if r.get(0) == Some("volatile"))
             });
             if is_volatile {
-                volatile.insert(default);
+                volatile.insert(default.to_string());
             }
         }
         Ok(volatile)
     }
 
-    /// Starts the migration in `path` (or resumes it after a crash), then
-    /// completes it when `complete` is set.
-    pub async fn start(&mut self, path: &Path, complete: bool) -> Result<(), MigrateError> {
+    /// Starts the migration in `path`, or resumes it after a crash.
+    pub async fn start(&mut self, path: &Path) -> Result<(), MigrateError> {
         let migration = format::load(path)?;
         let file = path.display().to_string();
         let schema = self.schema().to_string();
-        match state::active(&self.client, &schema).await? {
-            Some(active) if active.version == migration.name && active.phase == "starting" => {
+        match migrations::active(&self.client, &schema).await? {
+            Some(active) if active.version == migration.name && active.phase == Phase::Starting => {
                 tracing::info!(version = %active.version, "resuming an interrupted start");
             }
-            Some(active) if active.version == migration.name && active.phase == "active" => {
-                // Rerun after a crash between the last step and the phase change.
-            }
+            // Rerun after a crash between the last step and the phase change.
+            Some(active) if active.version == migration.name && active.phase == Phase::Active => {}
             Some(active) => {
                 return Err(MigrateError::Active {
                     schema,
@@ -246,29 +202,54 @@ impl Migrator {
             }
             None => {
                 let plan = self.plan(&file, &migration).await?;
-                let tx = self.client.transaction().await?;
-                state::record(&tx, &schema, &plan, &migration.raw).await?;
-                tx.commit().await?;
+                self.record(&plan, &migration).await?;
                 tracing::info!(version = %plan.version, version_schema = %plan.version_schema, "migration recorded; starting");
             }
         }
-        self.run_action(&migration.name, "start").await?;
-        state::set_phase(&self.client, &schema, &migration.name, "active").await?;
+        self.run_action(&migration.name, Action::Start).await?;
+        migrations::set_phase(&self.client, &schema, &migration.name, Phase::Active).await?;
         tracing::info!(version = %migration.name, "migration started: both versions are live");
-        if complete {
-            self.complete().await?;
-        }
+        Ok(())
+    }
+
+    /// Records `plan` of `migration` and its steps, in one transaction.
+    async fn record(&mut self, plan: &Plan, migration: &Migration) -> Result<(), MigrateError> {
+        let schema = self.schema().to_string();
+        let json = |v: serde_json::Result<serde_json::Value>| v.expect("plans and steps serialize");
+        let steps: Vec<(Action, Vec<serde_json::Value>)> = Action::ALL
+            .into_iter()
+            .map(|a| {
+                let steps = plan.steps(a).iter();
+                (a, steps.map(|s| json(serde_json::to_value(s))).collect())
+            })
+            .collect();
+        let plan_json = json(serde_json::to_value(plan));
+        let tx = self.client.transaction().await?;
+        migrations::record(
+            &tx,
+            &schema,
+            &NewMigration {
+                version: &plan.version,
+                parent: &plan.old_version,
+                plan: &plan_json,
+                migration: &migration.raw,
+                steps: &steps,
+            },
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Completes the active migration: checks that every row is converted,
-    /// then contracts. Resumes an interrupted complete.
-    pub async fn complete(&mut self) -> Result<(), MigrateError> {
+    /// then contracts. Resumes an interrupted complete. Live sessions of
+    /// the old version are refused or ended as `pinned` says.
+    pub async fn complete(&mut self, pinned: Pinned) -> Result<(), MigrateError> {
         let schema = self.schema().to_string();
         let active = self.active_or_err().await?;
-        match active.phase.as_str() {
-            "active" => {
-                for check in &active.plan.verify {
+        match active.phase {
+            Phase::Active => {
+                for check in &plan_of(&active)?.verify {
                     let count: i64 = self.client.query_one(check.sql.as_str(), &[]).await?.get(0);
                     if count > 0 {
                         return Err(MigrateError::NotConverted {
@@ -277,91 +258,96 @@ impl Migrator {
                         });
                     }
                 }
-                self.enter_phase(&active, "completing", &active.parent, "complete")
+                let doomed = Doomed::OldVersion.of(&active);
+                self.enter_phase(&active, Phase::Completing, doomed, Action::Complete, pinned)
                     .await?;
             }
-            "completing" => {
+            Phase::Completing => {
                 tracing::info!(version = %active.version, "resuming an interrupted complete")
             }
-            phase => return Err(wrong_phase(&active.version, phase, "complete")),
+            phase => return Err(wrong_phase(&active.version, phase, Action::Complete)),
         }
-        self.run_action(&active.version, "complete").await?;
-        state::set_phase(&self.client, &schema, &active.version, "completed").await?;
+        self.run_action(&active.version, Action::Complete).await?;
+        migrations::set_phase(&self.client, &schema, &active.version, Phase::Completed).await?;
         tracing::info!(version = %active.version, "migration completed");
         Ok(())
     }
 
-    /// Rolls back the active migration (also one whose start was interrupted).
-    pub async fn rollback(&mut self) -> Result<(), MigrateError> {
+    /// Rolls back the active migration (also one whose start was
+    /// interrupted). Live sessions of the new version are refused or ended
+    /// as `pinned` says.
+    pub async fn rollback(&mut self, pinned: Pinned) -> Result<(), MigrateError> {
         let schema = self.schema().to_string();
         let active = self.active_or_err().await?;
-        match active.phase.as_str() {
-            "starting" | "active" => {
-                self.enter_phase(&active, "rolling_back", &active.version, "rollback")
-                    .await?;
+        match active.phase {
+            Phase::Starting | Phase::Active => {
+                let doomed = Doomed::NewVersion.of(&active);
+                self.enter_phase(
+                    &active,
+                    Phase::RollingBack,
+                    doomed,
+                    Action::Rollback,
+                    pinned,
+                )
+                .await?;
             }
-            "rolling_back" => {
+            Phase::RollingBack => {
                 tracing::info!(version = %active.version, "resuming an interrupted rollback")
             }
-            phase => return Err(wrong_phase(&active.version, phase, "rollback")),
+            phase => return Err(wrong_phase(&active.version, phase, Action::Rollback)),
         }
-        self.run_action(&active.version, "rollback").await?;
-        state::set_phase(&self.client, &schema, &active.version, "rolled_back").await?;
-        self.client
-            .execute(
-                "DELETE FROM pgshift.backfill WHERE schema_name = $1 AND version = $2",
-                &[&schema, &active.version],
-            )
-            .await?;
+        self.run_action(&active.version, Action::Rollback).await?;
+        migrations::set_phase(&self.client, &schema, &active.version, Phase::RolledBack).await?;
+        state::backfill::forget(&self.client, &schema, &active.version).await?;
         tracing::info!(version = %active.version, "migration rolled back");
         Ok(())
-    }
-
-    /// With `force`, `complete` and `rollback` end the sessions that would
-    /// stand in their way instead of refusing.
-    pub fn set_force(&mut self, force: bool) {
-        self.force = force;
     }
 
     /// Moves migration `active` into phase `next`, in which no proxy gives a
     /// new session the version `doomed` that `command` removes; then waits a
     /// heartbeat, so that every proxy has reported its sessions (one that
     /// connected just before is not in the last report yet), and refuses
-    /// (or, forced, ends) the sessions still pinned to `doomed`. A refusal
-    /// puts the phase back: no step has run.
+    /// (or ends, as `pinned` says) the sessions still pinned to `doomed`. A
+    /// refusal puts the phase back: no step has run.
     async fn enter_phase(
         &self,
         active: &MigrationRow,
-        next: &str,
+        next: Phase,
         doomed: &str,
-        command: &'static str,
+        command: Action,
+        pinned: Pinned,
     ) -> Result<(), MigrateError> {
         let schema = self.schema();
         // What the last reports show is refused at once.
-        self.sessions_gone(doomed, command, &active.version).await?;
-        state::set_phase(&self.client, schema, &active.version, next).await?;
+        self.sessions_gone(doomed, command, &active.version, pinned)
+            .await?;
+        migrations::set_phase(&self.client, schema, &active.version, next).await?;
         tokio::time::sleep(state::REPORT_WAIT).await;
-        if let Err(e) = self.sessions_gone(doomed, command, &active.version).await {
-            state::set_phase(&self.client, schema, &active.version, &active.phase).await?;
+        if let Err(e) = self
+            .sessions_gone(doomed, command, &active.version, pinned)
+            .await
+        {
+            migrations::set_phase(&self.client, schema, &active.version, active.phase).await?;
             return Err(e);
         }
         Ok(())
     }
 
-    /// Refuses (or, forced, ends) the live sessions pinned to `version`,
-    /// which `command` of migration `migration` is about to remove.
+    /// Refuses (or ends, as `pinned` says) the live sessions pinned to
+    /// `version`, which `command` of migration `migration` is about to remove.
     async fn sessions_gone(
         &self,
         version: &str,
-        command: &'static str,
+        command: Action,
         migration: &str,
+        pinned: Pinned,
     ) -> Result<(), MigrateError> {
         let schema = self.schema();
-        let sessions = state::live_sessions(&self.client, schema, Some(version)).await?;
+        let sessions = sessions::live_sessions(&self.client, schema, Some(version)).await?;
         if sessions.is_empty() {
             return Ok(());
         }
-        if !self.force {
+        if pinned == Pinned::Refuse {
             return Err(MigrateError::SessionsPinned {
                 version: version.to_string(),
                 command,
@@ -372,17 +358,17 @@ impl Migrator {
             "pgshift {command} --force of migration {migration} removed version {version}, which this session was pinned to; reconnect"
         );
         tracing::warn!(count = sessions.len(), %version, "ending the sessions pinned to the version ({command} --force)");
-        state::request_kills(&self.client, &sessions, &reason).await?;
+        sessions::request_kills(&self.client, &sessions, &reason).await?;
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if state::live_sessions(&self.client, schema, Some(version))
+            if sessions::live_sessions(&self.client, schema, Some(version))
                 .await?
                 .is_empty()
             {
                 return Ok(());
             }
         }
-        let sessions = state::live_sessions(&self.client, schema, Some(version)).await?;
+        let sessions = sessions::live_sessions(&self.client, schema, Some(version)).await?;
         Err(MigrateError::SessionsPinned {
             version: version.to_string(),
             command,
@@ -391,65 +377,67 @@ impl Migrator {
     }
 
     async fn active_or_err(&self) -> Result<MigrationRow, MigrateError> {
-        state::active(&self.client, self.schema())
+        migrations::active(&self.client, self.schema())
             .await?
             .ok_or_else(|| MigrateError::NoneActive {
                 schema: self.schema().to_string(),
             })
     }
 
-    async fn run_action(&mut self, version: &str, action: &str) -> Result<(), MigrateError> {
+    /// Runs the steps of `action` that are not done yet, in order. Start's
+    /// first step builds the old version's views; the sessions must stand
+    /// on them before any later step changes a table.
+    async fn run_action(&mut self, version: &str, action: Action) -> Result<(), MigrateError> {
         let schema = self.settings.schema.clone();
-        let pending = state::pending(&self.client, &schema, version, action).await?;
-        // Start's first step builds the old version's views; the sessions
-        // must stand on them before any later step changes a table.
-        let moves_sessions = |position: i32| action == "start" && position == 0;
-        if action == "start" && pending.first().is_some_and(|(p, _)| *p > 0) {
+        let pending = migrations::pending(&self.client, &schema, version, action).await?;
+        let moves_sessions = |position: i32| action == Action::Start && position == 0;
+        if action == Action::Start && pending.first().is_some_and(|(p, _)| *p > 0) {
             self.sessions_on_views(version).await?;
         }
         for (position, step) in pending {
+            let step: Step = serde_json::from_value(step).map_err(|e| StateError::Corrupt {
+                what: "step",
+                version: version.to_string(),
+                message: e.to_string(),
+            })?;
             let at = StepRef {
                 schema: &schema,
                 version,
                 action,
                 position,
             };
-            let result = match &step {
-                Step::Backfill(spec) => {
-                    let tuning = Tuning {
-                        batch_size: self.settings.batch_size,
-                        batch_time: self.settings.batch_time,
-                        batch_delay: self.settings.batch_delay,
-                        lock_timeout: self.settings.lock_timeout,
-                    };
-                    match backfill::run(&mut self.client, &schema, version, spec, tuning).await {
-                        Ok(_) => self
-                            .client
-                            .execute(
-                                state::MARK_DONE,
-                                &[&at.schema, &at.version, &at.action, &at.position],
-                            )
-                            .await
-                            .map(|_| ()),
-                        Err(e) => Err(e),
-                    }
-                }
-                step => ddl::run(&mut self.client, at, step, self.settings.lock_timeout).await,
-            };
-            result.map_err(|e| MigrateError::Step {
-                action: action.to_string(),
-                position,
-                sql: match &step {
-                    Step::Sql { sql } | Step::Concurrent { sql, .. } => sql.clone(),
-                    Step::Backfill(spec) => format!("backfill of {}", spec.table),
-                },
-                message: db_message(&e),
-            })?;
+            self.run_step(at, &step)
+                .await
+                .map_err(|e| MigrateError::Step {
+                    action,
+                    position,
+                    sql: step.describe(),
+                    message: db_message(&e),
+                })?;
             if moves_sessions(position) {
                 self.sessions_on_views(version).await?;
             }
         }
         Ok(())
+    }
+
+    /// Runs one step and marks it done.
+    async fn run_step(
+        &mut self,
+        at: StepRef<'_>,
+        step: &Step,
+    ) -> Result<(), tokio_postgres::Error> {
+        let Step::Backfill(spec) = step else {
+            return ddl::run(&mut self.client, at, step, self.settings.lock_timeout).await;
+        };
+        let tuning = Tuning {
+            batch_size: self.settings.batch_size,
+            batch_time: self.settings.batch_time,
+            batch_delay: self.settings.batch_delay,
+            lock_timeout: self.settings.lock_timeout,
+        };
+        backfill::run(&mut self.client, at.schema, at.version, spec, tuning).await?;
+        migrations::mark_done(&self.client, at).await
     }
 
     /// Tells every proxy that the old version's views of migration
@@ -458,7 +446,7 @@ impl Migrator {
     async fn sessions_on_views(&self, version: &str) -> Result<(), MigrateError> {
         let schema = self.schema();
         let active = self.active_or_err().await?;
-        let (old, old_schema) = (&active.parent, &active.plan.old_version_schema);
+        let (old, old_schema) = (&active.parent, &active.old_version_schema);
         let since = state::notify(&self.client, schema).await?;
         let deadline = tokio::time::Instant::now() + self.settings.session_move_timeout;
         // A proxy publishes only the sessions it has: one whose heartbeat has
@@ -467,7 +455,7 @@ impl Migrator {
         tokio::time::sleep(state::REPORT_WAIT).await;
         loop {
             let unmoved =
-                state::sessions_off(&self.client, schema, old, old_schema, &since).await?;
+                sessions::sessions_off(&self.client, schema, old, old_schema, &since).await?;
             if unmoved.is_empty() {
                 tracing::info!(%version, old_version = %old, "the old version's sessions stand on its views");
                 return Ok(());
@@ -485,111 +473,114 @@ impl Migrator {
 
     /// The active migration, its backfill progress, and the history.
     pub async fn status(&self) -> Result<Status, MigrateError> {
-        status(&self.client, self.schema()).await
+        Ok(state::status::status(&self.client, self.schema()).await?)
     }
 
     /// Pins `route` to `version`, which must be live now; every proxy hears
     /// of it through NOTIFY. New sessions of the route get the version;
     /// existing ones keep theirs.
     pub async fn pin(&self, route: &str, version: &str) -> Result<(), MigrateError> {
-        pin(&self.client, self.schema(), route, version).await
+        Ok(state::versions::pin(&self.client, self.schema(), route, version).await?)
     }
 
     /// The pins of every route: (route, version).
     pub async fn routes(&self) -> Result<Vec<(String, String)>, MigrateError> {
-        let versions = state::live_versions(&self.client, self.schema()).await?;
-        Ok(versions.pins.into_iter().collect())
+        let pins = state::versions::pins(&self.client, self.schema()).await?;
+        Ok(pins.into_iter().collect())
     }
 
     /// Applies every migration file in `dir` not yet completed, in name
     /// order, completing each. Returns the versions applied.
     pub async fn migrate(&mut self, dir: &Path) -> Result<Vec<String>, MigrateError> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| MigrateError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                matches!(
-                    p.extension().and_then(|e| e.to_str()),
-                    Some("json" | "yaml" | "yml")
-                )
-            })
-            .collect();
-        files.sort();
-        let completed: BTreeSet<String> = state::history(&self.client, self.schema())
+        let completed: BTreeSet<String> = migrations::history(&self.client, self.schema())
             .await?
             .into_iter()
-            .filter(|r| r.phase == "completed")
+            .filter(|r| r.phase == Phase::Completed)
             .map(|r| r.version)
             .collect();
         let mut applied = Vec::new();
-        for file in files {
+        for file in migration_files(dir)? {
             let migration = format::load(&file)?;
             if completed.contains(&migration.name) {
                 continue;
             }
-            if let Some(active) = state::active(&self.client, self.schema()).await?
-                && active.version == migration.name
-                && active.phase == "completing"
-            {
-                self.complete().await?;
-            } else {
-                self.start(&file, true).await?;
+            let completing = migrations::active(&self.client, self.schema())
+                .await?
+                .is_some_and(|a| a.version == migration.name && a.phase == Phase::Completing);
+            if !completing {
+                self.start(&file).await?;
             }
+            self.complete(Pinned::Refuse).await?;
             applied.push(migration.name);
         }
         Ok(applied)
     }
 }
 
-fn wrong_phase(version: &str, phase: &str, command: &'static str) -> MigrateError {
+/// The migration files (`.json`, `.yaml`, `.yml`) in `dir`, in name order.
+fn migration_files(dir: &Path) -> Result<Vec<PathBuf>, MigrateError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| MigrateError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("json" | "yaml" | "yml")
+            )
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The stored plan of `row`. Errors: a plan this pgshift cannot read.
+fn plan_of(row: &MigrationRow) -> Result<Plan, MigrateError> {
+    serde_json::from_value(row.plan.clone()).map_err(|e| {
+        StateError::Corrupt {
+            what: "plan",
+            version: row.version.clone(),
+            message: e.to_string(),
+        }
+        .into()
+    })
+}
+
+/// The version a command removes.
+#[derive(Debug, Clone, Copy)]
+enum Doomed {
+    /// complete removes the old version.
+    OldVersion,
+    /// rollback removes the new one.
+    NewVersion,
+}
+
+impl Doomed {
+    fn of(self, active: &MigrationRow) -> &str {
+        match self {
+            Doomed::OldVersion => &active.parent,
+            Doomed::NewVersion => &active.version,
+        }
+    }
+}
+
+fn wrong_phase(version: &str, phase: Phase, command: Action) -> MigrateError {
     let hint = match (command, phase) {
-        ("complete", "starting") => "; run `pgshift start` again to finish starting it".to_string(),
-        ("complete", "rolling_back") => {
-            "; run `pgshift rollback` again to finish the rollback".to_string()
+        (Action::Complete, Phase::Starting) => "; run `pgshift start` again to finish starting it",
+        (Action::Complete, Phase::RollingBack) => {
+            "; run `pgshift rollback` again to finish the rollback"
         }
-        ("rollback", "completing") => {
-            "; a complete has begun contracting, so run `pgshift complete` again".to_string()
+        (Action::Rollback, Phase::Completing) => {
+            "; a complete has begun contracting, so run `pgshift complete` again"
         }
-        _ => String::new(),
+        _ => "",
     };
     MigrateError::WrongPhase {
         version: version.to_string(),
-        phase: phase.to_string(),
+        phase,
         command,
-        hint,
+        hint: hint.to_string(),
     }
-}
-
-/// The `SET` commands a session of `version` runs so that it sees that
-/// version: the setting the triggers read, and the version schema first on
-/// the search_path. For the proxy and for tests.
-pub fn session_setup(schema: &str, version: &str, version_schema: &str) -> String {
-    format!(
-        "SET pgshift.version = {}; SET search_path = {}, {}",
-        literal(version),
-        crate::quote::ident(version_schema),
-        crate::quote::ident(schema)
-    )
-}
-
-/// Pins `route` to `version` on `schema`; the version must be live now.
-/// Errors: [`MigrateError::UnknownVersion`] listing the live versions.
-pub async fn pin(
-    client: &impl GenericClient,
-    schema: &str,
-    route: &str,
-    version: &str,
-) -> Result<(), MigrateError> {
-    let live = state::live_versions(client, schema).await?.live();
-    if !live.contains_key(version) {
-        return Err(MigrateError::UnknownVersion {
-            version: version.to_string(),
-            existing: live.keys().cloned().collect(),
-        });
-    }
-    state::pin(client, schema, route, version).await?;
-    Ok(())
 }

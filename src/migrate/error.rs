@@ -7,36 +7,28 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::format::{FormatError, Problem};
-use super::state;
+pub(crate) use crate::state::db_message;
+use crate::state::sessions::SessionRow;
+use crate::state::{Action, ConnectError, Phase, StateError};
 
 /// Why a migration command failed; each says what to do next.
 #[derive(Debug, Error)]
 pub enum MigrateError {
-    #[error("cannot connect to {url}: {}", db_message(.source))]
-    Connect {
-        url: String,
-        source: tokio_postgres::Error,
-    },
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Connect(#[from] ConnectError),
     #[error(transparent)]
-    Tls(#[from] crate::proxy::tls::TlsError),
-    #[error("version {version:?} does not exist now; pin a route to one of: {}", existing.join(", "))]
-    UnknownVersion {
-        version: String,
-        existing: Vec<String>,
-    },
+    State(#[from] StateError),
     #[error("{}", render_sessions(version, command, sessions))]
     SessionsPinned {
         version: String,
-        command: &'static str,
-        sessions: Vec<state::SessionRow>,
+        command: Action,
+        sessions: Vec<SessionRow>,
     },
     #[error("{}", render_unmoved(version, timeout, sessions))]
     SessionsNotMoved {
         version: String,
         timeout: Duration,
-        sessions: Vec<state::SessionRow>,
+        sessions: Vec<SessionRow>,
     },
     #[error(transparent)]
     Format(#[from] FormatError),
@@ -55,7 +47,7 @@ pub enum MigrateError {
     Active {
         schema: String,
         version: String,
-        phase: String,
+        phase: Phase,
     },
     #[error(
         "no migration is in progress on schema {schema:?}; start one with `pgshift start FILE`"
@@ -64,8 +56,8 @@ pub enum MigrateError {
     #[error("migration {version:?} is {phase}; `{command}` cannot run now{hint}")]
     WrongPhase {
         version: String,
-        phase: String,
-        command: &'static str,
+        phase: Phase,
+        command: Action,
         hint: String,
     },
     #[error(
@@ -74,7 +66,7 @@ pub enum MigrateError {
     NotConverted { what: String, count: i64 },
     #[error("{action} step {position} failed: {message}\n  SQL: {sql}")]
     Step {
-        action: String,
+        action: Action,
         position: i32,
         sql: String,
         message: String,
@@ -88,7 +80,7 @@ pub enum MigrateError {
     },
 }
 
-fn render_sessions(version: &str, command: &str, sessions: &[state::SessionRow]) -> String {
+fn render_sessions(version: &str, command: &Action, sessions: &[SessionRow]) -> String {
     let mut out = format!(
         "{} session(s) are pinned to version {version:?}, which {command} would remove; move them (pgshift pin, or drain the deployment) or run `pgshift {command} --force` to end them:",
         sessions.len()
@@ -97,7 +89,7 @@ fn render_sessions(version: &str, command: &str, sessions: &[state::SessionRow])
     out
 }
 
-fn render_unmoved(version: &str, timeout: &Duration, sessions: &[state::SessionRow]) -> String {
+fn render_unmoved(version: &str, timeout: &Duration, sessions: &[SessionRow]) -> String {
     let mut out = format!(
         "{} session(s) of version {version:?} still stand on the physical tables after {}; \
          each moves onto the version's views at its first moment outside a transaction. \
@@ -110,7 +102,7 @@ fn render_unmoved(version: &str, timeout: &Duration, sessions: &[state::SessionR
 }
 
 /// One line per session: proxy, application_name, client address, since when.
-fn session_lines(sessions: &[state::SessionRow]) -> String {
+fn session_lines(sessions: &[SessionRow]) -> String {
     sessions
         .iter()
         .map(|s| {
@@ -135,21 +127,4 @@ fn render_live(file: &str, problems: &[Problem]) -> String {
         ));
     }
     out
-}
-
-/// The message of a database error, with its detail and hint.
-pub(super) fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => {
-            let mut m = format!("{} (SQLSTATE {})", db.message(), db.code().code());
-            if let Some(detail) = db.detail() {
-                m.push_str(&format!("; {detail}"));
-            }
-            if let Some(hint) = db.hint() {
-                m.push_str(&format!("; hint: {hint}"));
-            }
-            m
-        }
-        None => e.to_string(),
-    }
 }

@@ -66,6 +66,31 @@ pub struct Migration {
     pub raw: serde_json::Value,
 }
 
+impl Migration {
+    /// Every default expression the migration gives a column, with the
+    /// column's type: (type, default). A new column's default comes with
+    /// its own type; an `alter_column` default only with a type change.
+    pub fn defaults(&self) -> Vec<(&str, &str)> {
+        let mut defaults = Vec::new();
+        for op in &self.operations {
+            match op {
+                Operation::AddColumn(a) => {
+                    if let Some(d) = &a.column.default {
+                        defaults.push((a.column.type_.as_str(), d.as_str()));
+                    }
+                }
+                Operation::AlterColumn(a) => {
+                    if let (Some(Some(d)), Some(t)) = (&a.default, &a.type_) {
+                        defaults.push((t.as_str(), d.as_str()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        defaults
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Document {

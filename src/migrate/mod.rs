@@ -1,6 +1,7 @@
-//! The migration engine: pgroll-format files, version schemas of views,
-//! dual-write triggers, batched backfill, and the start/complete/rollback
-//! lifecycle recorded in the `pgshift` state schema.
+//! The migration engine: pgroll-format files, the planner (one file per
+//! operation), version schemas of views, dual-write triggers, batched
+//! backfill, and the start/complete/rollback lifecycle, recorded in the
+//! `pgshift` state schema through `state`.
 
 pub mod backfill;
 pub mod ddl;
@@ -10,5 +11,3 @@ pub mod expr;
 pub mod format;
 pub mod names;
 pub mod plan;
-pub mod state;
-pub mod status;

@@ -102,6 +102,28 @@ pub struct Plan {
     pub rollback: Vec<Step>,
 }
 
+impl Plan {
+    /// The steps of `action`, in order.
+    pub fn steps(&self, action: crate::state::Action) -> &[Step] {
+        use crate::state::Action;
+        match action {
+            Action::Start => &self.start,
+            Action::Complete => &self.complete,
+            Action::Rollback => &self.rollback,
+        }
+    }
+}
+
+impl Step {
+    /// What the step runs, for messages: its SQL, or which backfill.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Sql { sql } | Step::Concurrent { sql, .. } => sql.clone(),
+            Step::Backfill(spec) => format!("backfill of {}", spec.table),
+        }
+    }
+}
+
 /// What changes about a duplicated column; `None` keeps the original's.
 #[derive(Debug, Clone, Default)]
 struct ColumnChange {

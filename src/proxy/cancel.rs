@@ -2,26 +2,13 @@
 //! the routing of a client's CancelRequest to the upstream backend it stands for
 //! (PostgreSQL docs, "Frontend/Backend Protocol", "Canceling Requests in Progress").
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Duration;
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixStream};
 
-use crate::wire;
-
-/// Where an upstream server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UpstreamAddr {
-    Tcp(SocketAddr),
-    /// The socket file `<dir>/.s.PGSQL.<port>`.
-    Unix(PathBuf),
-}
+use crate::net::UpstreamAddr;
 
 /// The upstream backend behind one client session, as its BackendKeyData named it.
 #[derive(Debug, Clone)]
@@ -94,29 +81,10 @@ impl Drop for CancelKey {
     }
 }
 
-/// Sends a CancelRequest for `target` on a new plain connection and waits
-/// (up to 5 s) for the server to close it, which it does once the signal is
-/// sent. Cancel requests are never encrypted: Postgres accepts them in the
-/// clear before any authentication.
-pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
-    let packet = wire::cancel_request(target.pid, &target.secret);
-    let exchange = async {
-        match &target.addr {
-            UpstreamAddr::Tcp(addr) => deliver(TcpStream::connect(addr).await?, &packet).await,
-            UpstreamAddr::Unix(path) => deliver(UnixStream::connect(path).await?, &packet).await,
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-}
-
-async fn deliver<S>(mut stream: S, packet: &[u8]) -> std::io::Result<()>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    stream.write_all(packet).await?;
-    let mut sink = [0u8; 64];
-    while stream.read(&mut sink).await? > 0 {}
-    Ok(())
+impl CancelTarget {
+    /// Delivers a CancelRequest to this backend; see
+    /// [`crate::net::upstream::send_cancel`].
+    pub async fn send(&self) -> std::io::Result<()> {
+        crate::net::upstream::send_cancel(&self.addr, self.pid, &self.secret).await
+    }
 }

@@ -9,8 +9,12 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::Shared;
-use super::tls::Stream;
-use crate::wire::{self, Severity};
+use crate::net::Stream;
+use crate::net::read::read_message;
+use crate::protocol::Severity;
+use crate::protocol::messages::{self as wire, READY_IDLE};
+use crate::protocol::tags::frontend;
+use crate::state::{self, StateError};
 
 /// The database name that reaches the console instead of Postgres.
 pub const DATABASE: &str = "pgshift";
@@ -54,7 +58,7 @@ pub async fn serve(shared: &Shared, client: &mut Stream, mut buf: BytesMut) -> S
     let mut phase = shared.phase.clone();
     loop {
         let read = tokio::select! {
-            read = wire::read_message(client, &mut buf, MAX_MESSAGE) => read,
+            read = read_message(client, &mut buf, MAX_MESSAGE) => read,
             () = stopping(&mut phase) => {
                 let e = super::SessionError::Shutdown;
                 if let Some(out) = e.to_error_response() {
@@ -74,7 +78,7 @@ pub async fn serve(shared: &Shared, client: &mut Stream, mut buf: BytesMut) -> S
         };
         let mut out = BytesMut::new();
         match frame[0] {
-            b'Q' => {
+            frontend::QUERY => {
                 let body = &frame[5..];
                 let sql = String::from_utf8_lossy(&body[..body.len().saturating_sub(1)]);
                 match run(shared, &sql).await {
@@ -86,12 +90,12 @@ pub async fn serve(shared: &Shared, client: &mut Stream, mut buf: BytesMut) -> S
                         Some("The console knows SHOW CLIENTS, SHOW VERSIONS, SHOW ROUTES, SHOW MIGRATION, PIN route version and SHOW HELP."),
                     )),
                 }
-                out.extend_from_slice(&wire::READY_IDLE);
+                out.extend_from_slice(&READY_IDLE);
             }
-            b'X' => return "client sent Terminate".into(),
-            b'S' => {
+            frontend::TERMINATE => return "client sent Terminate".into(),
+            frontend::SYNC => {
                 skipping = false;
-                out.extend_from_slice(&wire::READY_IDLE);
+                out.extend_from_slice(&READY_IDLE);
             }
             _ if skipping => continue,
             _ => {
@@ -197,10 +201,7 @@ fn show_versions(shared: &Shared) -> BytesMut {
     let mut rows = Vec::new();
     if let Some(versions) = shared.versions.snapshot() {
         let live = versions.live();
-        let phase = versions
-            .migration
-            .as_ref()
-            .map(|m| format!("{:?}", m.phase).to_lowercase());
+        let phase = versions.migration.as_ref().map(|m| m.phase.to_string());
         let mut row = |version: &str, role: &str, schema: Option<String>| {
             rows.push(vec![
                 Some(version.to_string()),
@@ -234,10 +235,9 @@ fn show_versions(shared: &Shared) -> BytesMut {
 /// The pins come from the state schema, so a PIN just made shows at once.
 async fn show_routes(shared: &Shared) -> Result<BytesMut, Refusal> {
     let client = state_client(shared).await?;
-    let pins = crate::migrate::state::live_versions(&client, &shared.config.schema)
+    let pins = state::versions::pins(&client, &shared.config.schema)
         .await
-        .map_err(|e| Refusal("XX000", e.to_string()))?
-        .pins;
+        .map_err(|e| Refusal("XX000", e.to_string()))?;
     let mut rows: Vec<Vec<Option<String>>> = shared
         .config
         .routes
@@ -284,14 +284,14 @@ async fn state_client(shared: &Shared) -> Result<tokio_postgres::Client, Refusal
         .upstream
         .as_ref()
         .ok_or_else(|| Refusal("08006", "no upstream configured".into()))?;
-    crate::control::connect_upstream(upstream, None)
+    state::connect(upstream, None)
         .await
         .map_err(|e| Refusal("08006", format!("cannot reach Postgres: {e}")))
 }
 
 async fn show_migration(shared: &Shared) -> Result<BytesMut, Refusal> {
     let client = state_client(shared).await?;
-    let status = crate::migrate::engine::status(&client, &shared.config.schema)
+    let status = state::status::status(&client, &shared.config.schema)
         .await
         .map_err(|e| Refusal("XX000", e.to_string()))?;
     let mut rows = Vec::new();
@@ -300,7 +300,7 @@ async fn show_migration(shared: &Shared) -> Result<BytesMut, Refusal> {
             vec![
                 Some(active.version.clone()),
                 Some(active.old_version.clone()),
-                Some(active.phase.clone()),
+                Some(active.phase.to_string()),
                 Some(active.version_schema.clone()),
                 table,
                 rows,
@@ -335,12 +335,10 @@ async fn show_migration(shared: &Shared) -> Result<BytesMut, Refusal> {
 
 async fn pin(shared: &Shared, route: &str, version: &str) -> Result<BytesMut, Refusal> {
     let client = state_client(shared).await?;
-    crate::migrate::engine::pin(&client, &shared.config.schema, route, version)
+    state::versions::pin(&client, &shared.config.schema, route, version)
         .await
         .map_err(|e| match e {
-            crate::migrate::engine::MigrateError::UnknownVersion { .. } => {
-                Refusal("22023", e.to_string())
-            }
+            StateError::UnknownVersion { .. } => Refusal("22023", e.to_string()),
             e => Refusal("XX000", e.to_string()),
         })?;
     tracing::info!(%route, %version, "route pinned from the admin console");

@@ -17,7 +17,9 @@ use proptest::sample::Index;
 use super::placement::Placement;
 use super::relay::{self, ClientLimits, RelayEnd, SessionState};
 use crate::rewrite::{Rewriter, VersionView};
-use crate::routing::{Migration, Phase, RouteRule, Versions};
+use crate::routing::RouteRule;
+use crate::state::Phase;
+use crate::state::versions::{LiveMigration, Versions};
 
 fn cases() -> u32 {
     std::env::var("PGSHIFT_FUZZ_CASES")
@@ -106,7 +108,7 @@ fn versions() -> Versions {
         schema: "public".into(),
         current: "01_old".into(),
         pins: BTreeMap::from([("green".into(), "02_new".into())]),
-        migration: Some(Migration {
+        migration: Some(LiveMigration {
             phase: Phase::Active,
             old: "01_old".into(),
             old_schema: "public_01_old".into(),
@@ -168,13 +170,14 @@ proptest! {
     #[test]
     fn startup_packets_never_panic(input in mutated(frontend_seeds())) {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let packet = runtime.block_on(crate::wire::read_startup_packet(&mut &input[..]));
+        let packet = runtime.block_on(crate::net::read::read_startup_packet(&mut &input[..]));
         if let Ok(Some(packet)) = packet
-            && let Ok(crate::wire::StartupPacket::Startup { raw, .. }) = crate::wire::StartupPacket::parse(packet)
+            && let Ok(crate::protocol::StartupPacket::Startup { mut message, .. }) = crate::protocol::StartupPacket::parse(packet)
         {
             let rules = [RouteRule { name: "green".into(), application_name: Some("fuzz".into()), ..Default::default() }];
-            let _ = crate::routing::route(&raw, &versions(), &rules, Some(6432));
-            let _ = crate::routing::with_param(&raw, "database", "postgres");
+            let _ = crate::routing::route(&message, &versions(), &rules, Some(6432));
+            message.set("database", "postgres");
+            let _ = message.encode();
         }
     }
 

@@ -4,6 +4,7 @@
 //! (session mode).
 
 mod cancel;
+pub mod config;
 mod console;
 #[cfg(test)]
 mod fuzz;
@@ -13,8 +14,6 @@ mod relay;
 mod session;
 mod startup;
 mod threads;
-pub mod tls;
-pub mod upstream;
 pub mod versions;
 
 use std::future::Future;
@@ -26,10 +25,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::ProxyConfig;
-use crate::wire::{self, Severity, WireError};
+use crate::net::tls;
+use crate::net::{Upstream, UpstreamError};
+use crate::protocol::messages::error_response;
+use crate::protocol::{Severity, WireError};
 use cancel::CancelRegistry;
-use upstream::{Upstream, UpstreamError};
+use config::ProxyConfig;
 
 /// Why the proxy could not start.
 #[derive(Debug, Error)]
@@ -144,7 +145,7 @@ impl SessionError {
             return None;
         }
         let message = format!("pgshift: {self}");
-        Some(wire::error_response(
+        Some(error_response(
             Severity::Fatal,
             self.sqlstate(),
             &message,

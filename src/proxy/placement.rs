@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use super::registry::SessionInfo;
 use super::versions::Snapshot;
 use crate::quote;
-use crate::routing::VERSION_SETTING;
+use crate::state::VERSION_SETTING;
 
 /// True when `sql` holds the word RESET or DISCARD (any case), not as part
 /// of a longer identifier such as `password_reset`.
@@ -98,7 +98,7 @@ impl Placement {
         let Some(versions) = self.versions.borrow_and_update().clone() else {
             return;
         };
-        let (target, view) = versions.placement(&self.version);
+        let (target, view) = crate::routing::placement(&versions, &self.version);
         if self.rewriter.as_ref().map(|r| r.rewriter.view()) != view.as_ref() {
             let counts = self
                 .rewriter
@@ -135,7 +135,7 @@ impl Placement {
             }
             let versions = self.versions.borrow().clone();
             if let Some(versions) = versions {
-                self.aim(versions.placement(&self.version).0);
+                self.aim(crate::routing::placement(&versions, &self.version).0);
             }
         }
     }
@@ -163,12 +163,7 @@ impl Placement {
             quote::literal(VERSION_SETTING),
             quote::literal(&self.version)
         );
-        let mut frame = Vec::with_capacity(sql.len() + 6);
-        frame.push(b'Q');
-        frame.extend_from_slice(&(sql.len() as u32 + 5).to_be_bytes());
-        frame.extend_from_slice(sql.as_bytes());
-        frame.push(0);
-        Some(frame)
+        Some(crate::protocol::messages::query(&sql))
     }
 
     /// Records the outcome of the move [`Placement::move_query`] asked for:
@@ -247,28 +242,9 @@ impl SessionRewriter {
     /// ("Message Formats": Query is a string; Parse is a name, a string and
     /// the parameter types).
     pub fn rewrite_frame(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
-        let body = &frame[5..];
-        let (prefix, sql, rest) = match frame[0] {
-            b'Q' => {
-                let end = body.iter().position(|b| *b == 0)?;
-                (&body[..0], &body[..end], &body[end..])
-            }
-            b'P' => {
-                let name_end = body.iter().position(|b| *b == 0)? + 1;
-                let end = name_end + body[name_end..].iter().position(|b| *b == 0)?;
-                (&body[..name_end], &body[name_end..end], &body[end..])
-            }
-            _ => return None,
-        };
+        let (_, sql, _) = crate::protocol::messages::sql_of(frame)?;
         let new_sql = self.rewrite(sql)?;
-        let len = 4 + prefix.len() + new_sql.len() + rest.len();
-        let mut out = Vec::with_capacity(1 + len);
-        out.push(frame[0]);
-        out.extend_from_slice(&(len as u32).to_be_bytes());
-        out.extend_from_slice(prefix);
-        out.extend_from_slice(&new_sql);
-        out.extend_from_slice(rest);
-        Some(out)
+        crate::protocol::messages::with_sql(frame, &new_sql)
     }
 }
 

@@ -11,10 +11,9 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
-use crate::config::UpstreamConfig;
-
-/// How often the proxy publishes its sessions and reads kill requests.
-pub use crate::migrate::state::HEARTBEAT;
+use crate::net::UpstreamConfig;
+use crate::state::HEARTBEAT;
+use crate::state::sessions::{self, SessionReport};
 
 /// One session pinned to a version.
 #[derive(Debug)]
@@ -141,46 +140,26 @@ impl Registry {
 
     /// Publishes the sessions and applies kill requests, once. Errors are
     /// the database's (a missing state schema is the caller's to ignore).
-    async fn beat(&self, client: &mut tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
-        let mut ids = Vec::new();
-        let mut versions = Vec::new();
-        let mut apps = Vec::new();
-        let mut addrs = Vec::new();
-        let mut since = Vec::new();
-        let mut schemas = Vec::new();
-        for entry in self.sessions.iter() {
-            schemas.push(entry.version_schema());
-            ids.push(*entry.key() as i64);
-            versions.push(entry.version.clone());
-            apps.push(entry.application_name.clone());
-            addrs.push(entry.client_addr.clone());
-            since.push(humantime::format_rfc3339_micros(entry.since).to_string());
-        }
-        let tx = client.transaction().await?;
-        tx.execute(
-            "DELETE FROM pgshift.sessions WHERE proxy = $1",
-            &[&self.proxy],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO pgshift.sessions (proxy, session_id, schema_name, version, application_name, client_addr, since, version_schema)
-             SELECT $1, s.id, $2, s.version, s.app, s.addr, s.since::timestamptz, s.version_schema
-             FROM unnest($3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
-                  AS s(id, version, app, addr, since, version_schema)",
-            &[&self.proxy, &self.schema, &ids, &versions, &apps, &addrs, &since, &schemas],
-        )
-        .await?;
-        let kills = tx
-            .query(
-                "DELETE FROM pgshift.session_kills WHERE proxy = $1 RETURNING session_id, reason",
-                &[&self.proxy],
-            )
-            .await?;
-        tx.commit().await?;
-        for kill in kills {
-            let id: i64 = kill.get(0);
-            if self.kill(id as u64, kill.get(1)) {
-                tracing::warn!(session = id, reason = %kill.get::<_, String>(1), "ending a session on the migrator's request");
+    async fn beat(
+        &self,
+        client: &mut tokio_postgres::Client,
+    ) -> Result<(), crate::state::StateError> {
+        let reports: Vec<SessionReport> = self
+            .sessions
+            .iter()
+            .map(|entry| SessionReport {
+                id: *entry.key(),
+                version: entry.version.clone(),
+                application_name: entry.application_name.clone(),
+                client_addr: entry.client_addr.clone(),
+                since: entry.since,
+                version_schema: entry.version_schema(),
+            })
+            .collect();
+        let kills = sessions::publish(client, &self.proxy, &self.schema, &reports).await?;
+        for (id, reason) in kills {
+            if self.kill(id, reason.clone()) {
+                tracing::warn!(session = id, %reason, "ending a session on the migrator's request");
             }
         }
         Ok(())
@@ -191,7 +170,7 @@ impl Registry {
 pub fn spawn_heartbeat(registry: Arc<Registry>, upstream: UpstreamConfig) {
     tokio::spawn(async move {
         loop {
-            match crate::control::connect_upstream(&upstream, None).await {
+            match crate::state::connect(&upstream, None).await {
                 Ok(mut client) => loop {
                     match registry.beat(&mut client).await {
                         Ok(()) => {}

@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 
 use super::SessionError;
 use super::placement::Placement;
-use crate::wire::{self, FrameScanner, FrameVisitor, Want, WireError};
+use crate::protocol::messages;
+use crate::protocol::tags::{backend, frontend, status};
+use crate::protocol::{FrameScanner, FrameVisitor, Want, WireError};
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 32 * 1024;
@@ -49,7 +51,9 @@ impl SessionState {
     /// A state for a session that has just received its first ReadyForQuery.
     pub fn new() -> Self {
         let state = SessionState::default();
-        state.transaction_status.store(b'I', Ordering::Relaxed);
+        state
+            .transaction_status
+            .store(status::IDLE, Ordering::Relaxed);
         state.client_at_boundary.store(true, Ordering::Relaxed);
         state
     }
@@ -61,7 +65,7 @@ impl SessionState {
 
     /// True when nothing is in flight and no transaction is open.
     pub fn idle(&self) -> bool {
-        !self.busy() && self.transaction_status.load(Ordering::Relaxed) == b'I'
+        !self.busy() && self.transaction_status.load(Ordering::Relaxed) == status::IDLE
     }
 
     /// The transaction status of the last ReadyForQuery ('I', 'T' or 'E').
@@ -161,7 +165,7 @@ impl FrameVisitor for ClientFrames<'_> {
     type Error = SessionError;
 
     fn header(&mut self, tag: u8, len: u32) -> Result<Want, SessionError> {
-        if !wire::is_frontend_tag(tag) {
+        if !frontend::is_known(tag) {
             return Err(SessionError::UnknownMessage(tag));
         }
         let body = len as usize - 4;
@@ -173,14 +177,14 @@ impl FrameVisitor for ClientFrames<'_> {
             });
         }
         match tag {
-            b'Q' | b'S' | b'F' => {
+            tag if frontend::is_sync_point(tag) => {
                 self.state.sync_points_sent.fetch_add(1, Ordering::Relaxed);
                 self.unsynced = false;
             }
-            b'X' => self.terminated = true,
+            frontend::TERMINATE => self.terminated = true,
             _ => self.unsynced = true,
         }
-        if matches!(tag, b'Q' | b'P')
+        if matches!(tag, frontend::QUERY | frontend::PARSE)
             && self
                 .placement
                 .as_ref()
@@ -311,7 +315,14 @@ struct UpstreamFrames<'a> {
 /// RowDescription, DataRow, CommandComplete, EmptyQueryResponse,
 /// ErrorResponse and ReadyForQuery. Asynchronous messages (NoticeResponse,
 /// NotificationResponse, ParameterStatus) still reach the client.
-const OWN_QUERY_REPLIES: &[u8] = b"TDCIEZ";
+const OWN_QUERY_REPLIES: &[u8] = &[
+    backend::ROW_DESCRIPTION,
+    backend::DATA_ROW,
+    backend::COMMAND_COMPLETE,
+    backend::EMPTY_QUERY,
+    backend::ERROR_RESPONSE,
+    backend::READY_FOR_QUERY,
+];
 
 impl FrameVisitor for UpstreamFrames<'_> {
     type Error = WireError;
@@ -323,8 +334,8 @@ impl FrameVisitor for UpstreamFrames<'_> {
         }
         state
             .upstream_sent_error
-            .store(tag == b'E', Ordering::Relaxed);
-        Ok(if tag == b'Z' {
+            .store(tag == backend::ERROR_RESPONSE, Ordering::Relaxed);
+        Ok(if tag == backend::READY_FOR_QUERY {
             Want::Whole
         } else {
             Want::Header
@@ -336,16 +347,15 @@ impl FrameVisitor for UpstreamFrames<'_> {
         let own = state.swallowing.load(Ordering::Relaxed);
         if own {
             self.dropped.push((at, frame.len(), Vec::new()));
-            if frame[0] == b'E' {
+            if frame[0] == backend::ERROR_RESPONSE {
                 *state.swallowed_error.lock().expect("not poisoned") =
-                    Some(wire::error_message(frame));
+                    Some(messages::error_message(frame));
             }
-            if frame[0] != b'Z' {
+            if frame[0] != backend::READY_FOR_QUERY {
                 return Ok(());
             }
         }
-        // ReadyForQuery: 'Z', Int32(5), Byte1(status).
-        let status = frame.get(5).copied().unwrap_or(b'I');
+        let status = messages::ready_status(frame);
         state.transaction_status.store(status, Ordering::Relaxed);
         state.ready_received.fetch_add(1, Ordering::Relaxed);
         if own {

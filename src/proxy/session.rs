@@ -13,7 +13,8 @@ use super::placement::Placement;
 use super::relay::{self, ClientLimits, RelayEnd, SessionState};
 use super::startup::{self, Ended, Established};
 use super::{Phase, SessionError, Shared};
-use crate::wire;
+use crate::protocol::messages::TERMINATE;
+use crate::protocol::tags::status;
 
 /// Serves one accepted connection to its end. Never panics on client input and
 /// never returns an error: everything is logged here. `_done` tells the accept
@@ -34,16 +35,10 @@ pub async fn serve(
             return;
         }
     };
-    let user = established.params.get("user").cloned().unwrap_or_default();
-    let database = established
-        .params
-        .get("database")
-        .cloned()
-        .unwrap_or_else(|| user.clone());
+    let (user, database) = established.startup.user_and_database();
     let application_name = established
-        .params
+        .startup
         .get("application_name")
-        .cloned()
         .unwrap_or_default();
     let tls = established.client.is_tls();
     let version = established
@@ -61,7 +56,7 @@ pub async fn serve(
             ..
         } = established;
         // Postgres has checked the admin's password; pgshift answers from here.
-        let _ = upstream.write_all(&wire::TERMINATE).await;
+        let _ = upstream.write_all(&TERMINATE).await;
         let _ = upstream.shutdown().await;
         let reason = super::console::serve(&shared, &mut client, client_buf).await;
         let _ = client.shutdown().await;
@@ -88,7 +83,7 @@ pub async fn serve(
         %database,
         duration_ms = opened.elapsed().as_millis() as u64,
         reason = %reason,
-        in_transaction = state.transaction_status() != b'I',
+        in_transaction = state.transaction_status() != status::IDLE,
         rewrite_cache_hits = rewrites.0,
         rewrite_cache_misses = rewrites.1,
         "connection closed"
@@ -189,10 +184,10 @@ async fn relay_session(
         // Postgres notices a closed socket only when it next reads; a running
         // query would go on. Cancel it so nothing outlives the client.
         if busy && let Some(target) = cancel_key.as_ref().and_then(|key| key.target()) {
-            let _ = super::cancel::send_cancel(&target).await;
+            let _ = target.send().await;
         }
         if !terminated {
-            let _ = upstream_write.write_all(&wire::TERMINATE).await;
+            let _ = upstream_write.write_all(&TERMINATE).await;
         }
         let _ = upstream_write.shutdown().await;
     }

@@ -3,21 +3,21 @@
 //! authentication between client and Postgres until the first ReadyForQuery
 //! (PostgreSQL docs, "Frontend/Backend Protocol", "Start-up").
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use pgwire::messages::startup::Authentication;
-use pgwire::messages::{DecodeContext, Message};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use super::cancel::{self, CancelKey, CancelTarget, UpstreamAddr};
-use super::tls::Stream;
+use super::cancel::{CancelKey, CancelTarget};
 use super::{SessionError, Shared};
-use crate::wire::{self, StartupPacket};
+use crate::net::read::{read_message, read_startup_packet};
+use crate::net::{Stream, UpstreamAddr};
+use crate::protocol::messages::{self, TERMINATE};
+use crate::protocol::tags::{auth, backend, frontend};
+use crate::protocol::{StartupMessage, StartupPacket};
 
 /// Longest message accepted from either side during authentication. SASL
 /// messages are a few hundred bytes; ParameterStatus values are short.
@@ -32,8 +32,8 @@ pub struct Established {
     pub client_buf: BytesMut,
     /// Bytes the upstream sent after its first ReadyForQuery.
     pub upstream_buf: BytesMut,
-    /// The client's startup parameters (user, database, application_name, ...).
-    pub params: BTreeMap<String, String>,
+    /// The client's StartupMessage (user, database, application_name, ...).
+    pub startup: StartupMessage,
     /// The BackendKeyData this client holds; unregistered on drop.
     pub cancel_key: Option<CancelKey>,
     /// The session's place under `max_clients`.
@@ -69,8 +69,8 @@ pub async fn handshake(
 ) -> Result<Established, Ended> {
     let port = tcp.local_addr().ok().map(|a| a.port());
     let mut client = Stream::Plain(tcp);
-    let (raw, params) = loop {
-        let packet = match within(deadline, shared, wire::read_startup_packet(&mut client)).await {
+    let (raw, message) = loop {
+        let packet = match within(deadline, shared, read_startup_packet(&mut client)).await {
             Ok(Ok(Some(packet))) => packet,
             Ok(Ok(None)) => return Err(Ended::Closed),
             Ok(Err(e)) => return Err(fail(&mut client, SessionError::Wire(e)).await),
@@ -106,22 +106,22 @@ pub async fn handshake(
                 let target = shared.cancel.lookup(pid, &secret);
                 let matched = target.is_some();
                 if let Some(target) = target
-                    && let Err(e) = cancel::send_cancel(&target).await
+                    && let Err(e) = target.send().await
                 {
                     tracing::warn!(error = %e, "could not forward a CancelRequest upstream");
                 }
                 return Err(Ended::Cancel { matched });
             }
-            StartupPacket::Startup { raw, params } => break (raw, params),
+            StartupPacket::Startup { raw, message } => break (raw, message),
         }
     };
 
-    let database = params.get("database").or_else(|| params.get("user"));
-    let console = database.is_some_and(|d| d == super::console::DATABASE);
+    let (_, database) = message.user_and_database();
+    let console = database == super::console::DATABASE;
     let routed = if console {
-        console_startup(shared, &raw, &params)
+        console_startup(shared, &message)
     } else {
-        route(shared, &raw, &params, port).await
+        route(shared, &raw, &message, port).await
     };
     let (startup, route) = match routed {
         Ok(routed) => routed,
@@ -148,7 +148,7 @@ pub async fn handshake(
             upstream,
             client_buf: auth.client_buf,
             upstream_buf: auth.upstream_buf,
-            params,
+            startup: message,
             cancel_key: auth.cancel_key,
             permit,
             route,
@@ -156,7 +156,7 @@ pub async fn handshake(
         }),
         Ok(Err(AuthError::Refused)) => Err(Ended::Refused),
         Ok(Err(AuthError::Session(e))) | Err(e) => {
-            let _ = upstream.write_all(&wire::TERMINATE).await;
+            let _ = upstream.write_all(&TERMINATE).await;
             Err(fail(&mut client, e).await)
         }
     }
@@ -167,10 +167,9 @@ pub async fn handshake(
 /// checks the password.
 fn console_startup(
     shared: &Shared,
-    raw: &Bytes,
-    params: &std::collections::BTreeMap<String, String>,
+    message: &StartupMessage,
 ) -> Result<(Bytes, Option<crate::routing::Route>), SessionError> {
-    let user = params.get("user").cloned().unwrap_or_default();
+    let (user, _) = message.user_and_database();
     if !shared.config.admin_users.contains(&user) {
         return Err(SessionError::NotAdmin(user));
     }
@@ -180,10 +179,9 @@ fn console_startup(
         .as_ref()
         .and_then(|u| u.dbname.clone())
         .unwrap_or_else(|| "postgres".to_string());
-    let startup = crate::routing::with_param(raw, "database", &database).ok_or_else(|| {
-        SessionError::Protocol("the startup packet's parameters are malformed".into())
-    })?;
-    Ok((startup, None))
+    let mut startup = message.clone();
+    startup.set("database", &database);
+    Ok((startup.encode(), None))
 }
 
 /// The startup packet to send upstream and the session's route, as
@@ -191,23 +189,23 @@ fn console_startup(
 async fn route(
     shared: &Shared,
     raw: &Bytes,
-    params: &std::collections::BTreeMap<String, String>,
+    message: &StartupMessage,
     port: Option<u16>,
 ) -> Result<(Bytes, Option<crate::routing::Route>), SessionError> {
     // A proxy that has just started reads the versions within milliseconds;
     // one that cannot read them serves sessions without routing.
     match shared.versions.loaded(shared.config.connect_timeout).await {
         Some(versions) => {
-            let mut routed = crate::routing::route(raw, &versions, &shared.config.routes, port)
+            let mut routed = crate::routing::route(message, &versions, &shared.config.routes, port)
                 .map_err(SessionError::Routing)?;
             let startup = routed.startup.take().unwrap_or_else(|| raw.clone());
             Ok((startup, Some(routed)))
         }
         None => {
-            let asks = params.contains_key(crate::routing::VERSION_SETTING)
-                || params
+            let asks = message.get(crate::state::VERSION_SETTING).is_some()
+                || message
                     .get("options")
-                    .is_some_and(|o| o.contains(crate::routing::VERSION_SETTING));
+                    .is_some_and(|o| o.contains(crate::state::VERSION_SETTING));
             if asks {
                 Err(SessionError::VersionsUnavailable)
             } else {
@@ -284,40 +282,40 @@ async fn relay_auth(
     let mut to_client = BytesMut::new();
     let mut cancel_key = None;
     loop {
-        let frame =
-            match wire::read_message(upstream, &mut from_upstream, MAX_STARTUP_MESSAGE).await {
-                Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    return Err(
-                        SessionError::UpstreamLost("closed during authentication".into()).into(),
-                    );
-                }
-                Err(e) => return Err(SessionError::UpstreamLost(e.to_string()).into()),
-            };
+        let frame = match read_message(upstream, &mut from_upstream, MAX_STARTUP_MESSAGE).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                return Err(
+                    SessionError::UpstreamLost("closed during authentication".into()).into(),
+                );
+            }
+            Err(e) => return Err(SessionError::UpstreamLost(e.to_string()).into()),
+        };
         let needs_answer = match frame[0] {
-            b'R' => {
-                let code = i32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]);
-                if code == 10 {
-                    to_client.extend_from_slice(&without_channel_binding(frame)?);
+            backend::AUTHENTICATION => {
+                let code = messages::auth_code(&frame).map_err(SessionError::Wire)?;
+                if code == auth::SASL {
+                    let frame = messages::sasl_without_channel_binding(frame)
+                        .map_err(|e| SessionError::UpstreamLost(e.to_string()))?;
+                    to_client.extend_from_slice(&frame);
                 } else {
                     to_client.extend_from_slice(&frame);
                 }
-                // 0 = AuthenticationOk, 12 = SASLFinal: nothing to answer.
-                code != 0 && code != 12
+                auth::expects_answer(code)
             }
-            b'K' => {
+            backend::BACKEND_KEY_DATA => {
                 let (pid, secret) =
-                    wire::parse_backend_key_data(&frame).map_err(SessionError::Wire)?;
+                    messages::parse_backend_key_data(&frame).map_err(SessionError::Wire)?;
                 let key = shared.cancel.register(CancelTarget {
                     addr: upstream_addr.clone(),
                     pid,
                     secret,
                 });
-                to_client.extend_from_slice(&wire::backend_key_data(key.pid, key.secret));
+                to_client.extend_from_slice(&messages::backend_key_data(key.pid, key.secret));
                 cancel_key = Some(key);
                 false
             }
-            b'Z' => {
+            backend::READY_FOR_QUERY => {
                 to_client.extend_from_slice(&frame);
                 send(client, &mut to_client).await?;
                 return Ok(AuthDone {
@@ -326,7 +324,7 @@ async fn relay_auth(
                     cancel_key,
                 });
             }
-            b'E' => {
+            backend::ERROR_RESPONSE => {
                 to_client.extend_from_slice(&frame);
                 send(client, &mut to_client).await?;
                 return Err(AuthError::Refused);
@@ -338,9 +336,7 @@ async fn relay_auth(
         };
         if needs_answer {
             send(client, &mut to_client).await?;
-            let answer = match wire::read_message(client, &mut from_client, MAX_STARTUP_MESSAGE)
-                .await
-            {
+            let answer = match read_message(client, &mut from_client, MAX_STARTUP_MESSAGE).await {
                 Ok(Some(answer)) => answer,
                 Ok(None) => {
                     return Err(
@@ -349,7 +345,7 @@ async fn relay_auth(
                 }
                 Err(e) => return Err(SessionError::Wire(e).into()),
             };
-            if answer[0] != b'p' {
+            if answer[0] != frontend::PASSWORD {
                 return Err(SessionError::Protocol(format!(
                     "expected a password or SASL response, got message type {:?}",
                     answer[0] as char
@@ -370,24 +366,4 @@ async fn send(client: &mut Stream, out: &mut BytesMut) -> Result<(), SessionErro
     client.flush().await.map_err(SessionError::ClientIo)?;
     out.clear();
     Ok(())
-}
-
-/// Re-encodes an AuthenticationSASL message without the `-PLUS` mechanisms.
-fn without_channel_binding(mut frame: BytesMut) -> Result<BytesMut, SessionError> {
-    let decoded = Authentication::decode(&mut frame, &DecodeContext::default())
-        .map_err(|e| SessionError::UpstreamLost(format!("malformed AuthenticationSASL: {e}")))?;
-    let Some(Authentication::SASL(mechanisms)) = decoded else {
-        return Err(SessionError::UpstreamLost(
-            "malformed AuthenticationSASL".into(),
-        ));
-    };
-    let kept: Vec<String> = mechanisms
-        .into_iter()
-        .filter(|m| !m.ends_with("-PLUS"))
-        .collect();
-    let mut out = BytesMut::new();
-    Authentication::SASL(kept)
-        .encode(&mut out)
-        .map_err(|e| SessionError::UpstreamLost(e.to_string()))?;
-    Ok(out)
 }

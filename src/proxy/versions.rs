@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::UpstreamConfig;
-use crate::migrate::state;
-use crate::routing::Versions;
+use crate::net::UpstreamConfig;
+use crate::state::versions::Versions;
+use crate::state::{self, NOTIFY_CHANNEL};
 
 /// How long a snapshot may go without a reload when no NOTIFY arrives.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
@@ -85,12 +85,12 @@ async fn run(watch: Arc<VersionWatch>, upstream: UpstreamConfig, schema: String)
     let mut backoff = Duration::from_millis(100);
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        match crate::control::connect_upstream(&upstream, Some(tx)).await {
+        match state::connect(&upstream, Some(tx)).await {
             Ok(client) => {
-                let listen = format!("LISTEN {}", crate::quote::ident(state::NOTIFY_CHANNEL));
+                let listen = format!("LISTEN {}", crate::quote::ident(NOTIFY_CHANNEL));
                 match client.batch_execute(&listen).await {
                     Ok(()) => loop {
-                        match load(&client, &schema).await {
+                        match state::versions::load(&client, &schema).await {
                             Ok(versions) => {
                                 backoff = Duration::from_millis(100);
                                 watch.set(versions);
@@ -117,25 +117,4 @@ async fn run(watch: Arc<VersionWatch>, upstream: UpstreamConfig, schema: String)
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-/// Reads the live versions; a database without the state schema has only
-/// its baseline.
-async fn load(
-    client: &tokio_postgres::Client,
-    schema: &str,
-) -> Result<Versions, tokio_postgres::Error> {
-    let initialized: bool = client
-        .query_one("SELECT to_regclass('pgshift.migrations') IS NOT NULL", &[])
-        .await?
-        .get(0);
-    if !initialized {
-        return Ok(Versions {
-            schema: schema.to_string(),
-            current: "baseline".to_string(),
-            migration: None,
-            pins: Default::default(),
-        });
-    }
-    state::live_versions(client, schema).await
 }

@@ -1,7 +1,14 @@
+use std::collections::BTreeMap;
+
 use super::*;
+use crate::state::Phase;
+
+fn parsed(raw: &[u8]) -> StartupMessage {
+    StartupMessage::parse(raw).expect("a well-formed StartupMessage")
+}
 
 fn route_(raw: &[u8], versions: &Versions) -> Result<Route, RoutingError> {
-    route(raw, versions, &[], None)
+    route(&parsed(raw), versions, &[], None)
 }
 
 fn startup(params: &[(&str, &str)]) -> Vec<u8> {
@@ -23,7 +30,7 @@ fn during_migration() -> Versions {
         schema: "public".into(),
         current: "01_a".into(),
         pins: BTreeMap::new(),
-        migration: Some(Migration {
+        migration: Some(LiveMigration {
             phase: Phase::Active,
             old: "01_a".into(),
             old_schema: "public_01_a".into(),
@@ -36,17 +43,7 @@ fn during_migration() -> Versions {
 }
 
 fn options_of(packet: &[u8]) -> Vec<String> {
-    let params = parse_params(packet).unwrap();
-    let (_, v) = params.iter().find(|(k, _)| k == b"options").unwrap();
-    split_options(&String::from_utf8_lossy(v))
-}
-
-#[test]
-fn options_round_trip_with_escapes() {
-    let args = vec!["-c".to_string(), "search_path=\"a b\", c\\d".to_string()];
-    assert_eq!(split_options(&join_options(&args)), args);
-    assert_eq!(split_options("  -c  a=1   --b=2 "), ["-c", "a=1", "--b=2"]);
-    assert_eq!(split_options("-c x=a\\ b"), ["-c", "x=a b"]);
+    split_options(&parsed(packet).get("options").unwrap())
 }
 
 #[test]
@@ -102,7 +99,7 @@ fn the_default_route_during_a_migration_is_the_old_version() {
             "search_path=\"public_01_a\", \"$user\", \"public\""
         ]
     );
-    let params = parse_params(&packet).unwrap();
+    let params = parsed(&packet).params;
     assert_eq!(
         params[0],
         (b"user".to_vec(), b"u".to_vec()),
@@ -136,8 +133,8 @@ fn a_requested_version_keeps_the_clients_options_and_search_path() {
     let raw = startup(&[("user", "u"), ("pgshift.version", "02 b")]);
     let packet = route_(&raw, &during_migration()).unwrap().startup.unwrap();
     assert!(
-        !parse_params(&packet)
-            .unwrap()
+        !parsed(&packet)
+            .params
             .iter()
             .any(|(k, _)| k == b"pgshift.version")
     );
@@ -175,13 +172,17 @@ fn routes_follow_their_pins_and_stale_pins_are_refused() {
     versions.pins.insert("green".into(), "02 b".into());
     let green = startup(&[("user", "shop"), ("application_name", "shop-green")]);
     assert_eq!(
-        route(&green, &versions, &rules, None).unwrap().version,
+        route(&parsed(&green), &versions, &rules, None)
+            .unwrap()
+            .version,
         "02 b"
     );
     // blue has no pin: the default route.
     let blue = startup(&[("user", "shop"), ("application_name", "shop-blue")]);
     assert_eq!(
-        route(&blue, &versions, &rules, None).unwrap().version,
+        route(&parsed(&blue), &versions, &rules, None)
+            .unwrap()
+            .version,
         "01_a"
     );
     // An explicit request wins over the route.
@@ -191,7 +192,9 @@ fn routes_follow_their_pins_and_stale_pins_are_refused() {
         ("pgshift.version", "01_a"),
     ]);
     assert_eq!(
-        route(&asks, &versions, &rules, None).unwrap().version,
+        route(&parsed(&asks), &versions, &rules, None)
+            .unwrap()
+            .version,
         "01_a"
     );
     // A rule on the listener port.
@@ -202,19 +205,19 @@ fn routes_follow_their_pins_and_stale_pins_are_refused() {
     }];
     let plain = startup(&[("user", "shop")]);
     assert_eq!(
-        route(&plain, &versions, &by_port, Some(6433))
+        route(&parsed(&plain), &versions, &by_port, Some(6433))
             .unwrap()
             .version,
         "02 b"
     );
     assert_eq!(
-        route(&plain, &versions, &by_port, Some(6432))
+        route(&parsed(&plain), &versions, &by_port, Some(6432))
             .unwrap()
             .version,
         "01_a"
     );
     versions.pins.insert("blue".into(), "00_gone".into());
-    let err = route(&blue, &versions, &rules, None).unwrap_err();
+    let err = route(&parsed(&blue), &versions, &rules, None).unwrap_err();
     assert!(
         matches!(err, RoutingError::StalePin { ref route, .. } if route == "blue"),
         "{err}"
@@ -259,8 +262,8 @@ fn while_completing_new_sessions_get_the_new_version() {
     let versions = in_phase(Phase::Completing);
     let route = route_(&startup(&[("user", "u")]), &versions).unwrap();
     assert_eq!(route.version, "02 b");
-    assert_eq!(versions.placement("01_a"), (None, None));
-    let (schema, view) = versions.placement("02 b");
+    assert_eq!(placement(&versions, "01_a"), (None, None));
+    let (schema, view) = placement(&versions, "02 b");
     assert_eq!(schema.as_deref(), Some("public_02 b"));
     assert_eq!(view.unwrap().version_schema, "public_02 b");
     assert!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use pgshift::migrate::engine::{Migrator, Settings};
+use pgshift::migrate::engine::{Migrator, Pinned, Settings};
 use pgshift::routing::RouteRule;
 
 use crate::harness::{self, Env};
@@ -135,9 +135,9 @@ async fn lab(
 pub async fn finish_when_drained(m: &mut Migrator, complete: bool) {
     loop {
         let result = if complete {
-            m.complete().await
+            m.complete(Pinned::Refuse).await
         } else {
-            m.rollback().await
+            m.rollback(Pinned::Refuse).await
         };
         match result {
             Ok(()) => return,
@@ -165,7 +165,7 @@ async fn scenario(complete: bool) {
     // Blue runs before the migration exists.
     let blue = spawn_worker(url("shop-blue"), false, stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
     m.pin("green", "01_accounts").await.unwrap();
     // Green deploys: new sessions of route green get the new version.
     let green_url = url("shop-green");
@@ -289,7 +289,7 @@ async fn pgbench_scenario(complete: bool) {
     };
     let operator = async {
         tokio::time::sleep(Duration::from_millis(800)).await;
-        m.start(&file, false).await.unwrap();
+        m.start(&file).await.unwrap();
         m.pin("green", "01_accounts").await.unwrap();
         tokio::time::sleep(Duration::from_millis(1200)).await;
         let green =
@@ -340,7 +340,7 @@ async fn psycopg_scenario(complete: bool) {
     let clients = child.wait_with_output();
     let operator = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        m.start(&file, false).await.unwrap();
+        m.start(&file).await.unwrap();
         m.pin("green", "01_accounts").await.unwrap();
         // Every proxy hears of the pin within moments; then green starts.
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -81,7 +81,7 @@ async fn the_console_shows_clients_versions_routes_and_the_migration_and_pins() 
     let mut m = Migrator::connect(Settings::new(env.direct_url()))
         .await
         .unwrap();
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
     m.close().await.unwrap();
 
     let green_url = format!(

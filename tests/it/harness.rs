@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pgshift::cluster::{ClusterOptions, TempCluster};
-use pgshift::config::{ProxyConfig, UpstreamConfig};
+use pgshift::net::UpstreamConfig;
+use pgshift::proxy::config::ProxyConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

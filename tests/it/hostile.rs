@@ -112,8 +112,8 @@ async fn half_a_message_and_a_stall_do_not_block_others() {
 async fn ssl_and_gssenc_requests_without_tls_get_n() {
     let env = Env::start().await;
     for request in [
-        pgshift::wire::SSL_REQUEST_CODE,
-        pgshift::wire::GSSENC_REQUEST_CODE,
+        pgshift::protocol::tags::request::SSL,
+        pgshift::protocol::tags::request::GSSENC,
     ] {
         let mut raw = Raw::connect(env.proxy).await;
         let mut packet = 8u32.to_be_bytes().to_vec();

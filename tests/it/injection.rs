@@ -41,14 +41,14 @@ async fn hostile_version_index_and_constraint_names_are_quoted_everywhere() {
     // lost at complete: refused, with what to do.
     let wrong_order = serde_json::json!({"name": VERSION, "operations": [add, index, check]});
     std::fs::write(&file, wrong_order.to_string()).unwrap();
-    let err = m.start(&file, false).await.unwrap_err().to_string();
+    let err = m.start(&file).await.unwrap_err().to_string();
     assert!(
         err.contains("put that create_index after this operation"),
         "{err}"
     );
     let migration = serde_json::json!({"name": VERSION, "operations": [add, check, index]});
     std::fs::write(&file, migration.to_string()).unwrap();
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
 
     // A client asks for the version through libpq-style options, escaped
     // as the server splits them (backslash before spaces and backslashes).

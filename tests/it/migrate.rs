@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use pgshift::catalog;
 use pgshift::cluster::{ClusterOptions, TempCluster};
-use pgshift::migrate::engine::{MigrateError, Migrator, Settings, session_setup};
+use pgshift::migrate::engine::{MigrateError, Migrator, Pinned, Settings};
 use pgshift::migrate::names;
+use pgshift::state::session_setup;
 use tokio_postgres::Client;
 
 use crate::harness::{self, init_logs};
@@ -68,7 +69,7 @@ impl Lab {
     pub async fn start(&self, path: &std::path::Path) {
         self.migrator()
             .await
-            .start(path, false)
+            .start(path)
             .await
             .unwrap_or_else(|e| panic!("start: {e}"));
     }
@@ -76,7 +77,7 @@ impl Lab {
     pub async fn complete(&self) {
         self.migrator()
             .await
-            .complete()
+            .complete(Pinned::Refuse)
             .await
             .unwrap_or_else(|e| panic!("complete: {e}"));
     }
@@ -84,7 +85,7 @@ impl Lab {
     pub async fn rollback(&self) {
         self.migrator()
             .await
-            .rollback()
+            .rollback(Pinned::Refuse)
             .await
             .unwrap_or_else(|e| panic!("rollback: {e}"));
     }
@@ -309,7 +310,7 @@ async fn a_second_start_fails_at_once() {
         "02_more.json",
         r#"{"operations": [{"drop_column": {"table": "users", "column": "rating"}}]}"#,
     );
-    let err = lab.migrator().await.start(&other, false).await.unwrap_err();
+    let err = lab.migrator().await.start(&other).await.unwrap_err();
     assert!(matches!(err, MigrateError::Active { .. }), "{err}");
     assert!(err.to_string().contains("01_users"), "{err}");
     // While a command holds the lock, another fails at once.
@@ -658,12 +659,17 @@ async fn a_failed_start_rolls_back_to_the_same_catalog() {
           {"create_index": {"name": "users_rating_key", "table": "users", "columns": ["rating"], "unique": true}}
         ]}"#,
     );
-    let err = lab.migrator().await.start(&file, false).await.unwrap_err();
+    let err = lab.migrator().await.start(&file).await.unwrap_err();
     assert!(
         err.to_string().contains("could not create unique index"),
         "{err}"
     );
-    let err = lab.migrator().await.complete().await.unwrap_err();
+    let err = lab
+        .migrator()
+        .await
+        .complete(Pinned::Refuse)
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("run `pgshift start` again"),
         "{err}"
@@ -704,7 +710,7 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
         }
     };
     tokio::select! {
-        finished = slow.start(&file, false) => panic!("the backfill should still be running: {finished:?}"),
+        finished = slow.start(&file) => panic!("the backfill should still be running: {finished:?}"),
         () = progress => {}
     }
     drop(slow);
@@ -803,7 +809,7 @@ async fn migrate_applies_a_directory_of_chained_files() {
         status
             .history
             .iter()
-            .filter(|h| h.phase == "completed")
+            .filter(|h| h.phase.as_str() == "completed")
             .count(),
         11
     );
@@ -1134,7 +1140,12 @@ async fn complete_refuses_unconverted_rows() {
         )
         .await
         .unwrap();
-    let err = lab.migrator().await.complete().await.unwrap_err();
+    let err = lab
+        .migrator()
+        .await
+        .complete(Pinned::Refuse)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, MigrateError::NotConverted { count: 1, .. }),
         "{err}"
@@ -1173,14 +1184,14 @@ async fn backfill_finishes_while_clients_keep_inserting() {
     let mut settings = lab.settings();
     settings.batch_size = 200;
     let mut m = Migrator::connect(settings).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(60), m.start(&file, false))
+    tokio::time::timeout(Duration::from_secs(60), m.start(&file))
         .await
         .expect("the backfill finishes despite the inserts")
         .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let inserted = inserts.await.unwrap();
     assert!(inserted > 0);
-    m.complete().await.unwrap();
+    m.complete(Pinned::Refuse).await.unwrap();
     let wrong: i64 = lab
         .admin()
         .await
@@ -1253,7 +1264,8 @@ async fn the_migrator_connects_over_tls_with_verify_full() {
     let mut m = Migrator::connect(settings.clone())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    m.start(&file, true).await.unwrap();
+    m.start(&file).await.unwrap();
+    m.complete(Pinned::Refuse).await.unwrap();
     m.close().await.unwrap();
     // Plain connections for that user are refused, so the migrator really used TLS.
     settings.database_url = format!(

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use pgshift::migrate::engine::{MigrateError, Migrator, Settings};
+use pgshift::migrate::engine::{MigrateError, Migrator, Pinned, Settings};
 use pgshift::routing::RouteRule;
 use tokio_postgres::Client;
 
@@ -107,7 +107,7 @@ async fn a_session_from_before_start_moves_onto_the_old_views_and_keeps_its_prep
     );
 
     let mut m = migrator(&env).await;
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
     // start returned only once the session stood on the old views, so the
     // physical table has changed under a session that no longer sees it.
     assert!(harness::columns(&env.direct().await, "users").await.len() > 3);
@@ -159,7 +159,7 @@ async fn a_session_from_before_start_moves_onto_the_old_views_and_keeps_its_prep
     // Rollback drops the new columns and the old views; the session falls
     // back to the restored table with the same shape.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    m.rollback().await.unwrap();
+    m.rollback(Pinned::Refuse).await.unwrap();
     assert_eq!(
         harness::columns(&env.direct().await, "users").await,
         ["id", "name", "rating"]
@@ -170,7 +170,7 @@ async fn a_session_from_before_start_moves_onto_the_old_views_and_keeps_its_prep
         .unwrap();
 
     // Started again, the session stands on the recreated views at once.
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
     assert_eq!(old_row(&old, &select_all, 4).await, (3, "user 4".into()));
     old.query_one(&insert, &[&"Second start", &"1"])
         .await
@@ -212,7 +212,7 @@ async fn start_waits_for_a_session_in_a_transaction_and_names_it() {
         ..Settings::new(env.direct_url())
     };
     let mut m = Migrator::connect(settings).await.unwrap();
-    let err = m.start(&file, false).await.unwrap_err();
+    let err = m.start(&file).await.unwrap_err();
     let text = err.to_string();
     assert!(
         matches!(err, MigrateError::SessionsNotMoved { .. })
@@ -234,7 +234,7 @@ async fn start_waits_for_a_session_in_a_transaction_and_names_it() {
     assert!(path.starts_with("\"public_baseline\", "), "{path}");
 
     busy.batch_execute("COMMIT").await.unwrap();
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
     let row = busy
         .query_one("SELECT * FROM users LIMIT 1", &[])
         .await
@@ -295,11 +295,11 @@ async fn pgbench_prepared_select_star_through_start_rollback_and_complete() {
     );
     let operator = async {
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        m.start(&file, false).await.unwrap();
+        m.start(&file).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        m.rollback().await.unwrap();
+        m.rollback(Pinned::Refuse).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        m.start(&file, false).await.unwrap();
+        m.start(&file).await.unwrap();
     };
     let ((ok, out), ()) = tokio::join!(old, operator);
     assert!(
@@ -344,10 +344,10 @@ async fn pgbench_prepared_select_star_through_start_rollback_and_complete() {
 async fn complete_refuses_a_session_that_connected_just_before_it() {
     let (env, _dir, file) = lab().await;
     let mut m = migrator(&env).await;
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
     // No heartbeat has reported this session yet when complete begins.
     let late = harness::connect(&url_as(&env, "just-in-time")).await;
-    let err = m.complete().await.unwrap_err();
+    let err = m.complete(Pinned::Refuse).await.unwrap_err();
     assert!(
         matches!(err, MigrateError::SessionsPinned { .. })
             && err.to_string().contains("just-in-time"),

@@ -420,8 +420,11 @@ async fn a_cancel_request_with_a_wrong_key_cancels_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     for pid in 0..5i32 {
         let mut raw = Raw::connect(env.proxy).await;
-        raw.send(&pgshift::wire::cancel_request(pid, &12345i32.to_be_bytes()))
-            .await;
+        raw.send(&pgshift::protocol::startup::cancel_request(
+            pid,
+            &12345i32.to_be_bytes(),
+        ))
+        .await;
         assert!(raw.recv().await.is_none());
     }
     assert!(work.await.unwrap().is_ok());
@@ -429,7 +432,7 @@ async fn a_cancel_request_with_a_wrong_key_cancels_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unix_socket_upstream() {
-    use pgshift::config::UpstreamConfig;
+    use pgshift::net::UpstreamConfig;
     let env = Env::with(pgshift::cluster::ClusterOptions::default(), |_| {}).await;
     let mut config = env.config.clone();
     config.listen = vec!["127.0.0.1:0".parse().unwrap()];

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pgshift::migrate::engine::{Migrator, Settings};
+use pgshift::migrate::engine::{Migrator, Pinned, Settings};
 
 use crate::harness::{self, Env, Raw, query};
 
@@ -38,7 +38,7 @@ async fn start_users_migration(env: &Env) -> (Migrator, tempfile::TempDir) {
     let file = dir.path().join("01_users.json");
     std::fs::write(&file, MIGRATION).unwrap();
     let mut m = Migrator::connect(settings(env)).await.unwrap();
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
     let url = versioned_url(env, "01_users");
     let heard = harness::eventually(Duration::from_secs(1), || async {
         harness::try_connect(&url).await.is_ok()
@@ -210,7 +210,7 @@ async fn a_pin_reaches_every_proxy_and_only_new_sessions() {
     let file = dir.path().join("01_users.json");
     std::fs::write(&file, MIGRATION).unwrap();
     let mut m = Migrator::connect(settings(&env)).await.unwrap();
-    m.start(&file, false).await.unwrap();
+    m.start(&file).await.unwrap();
 
     let green_url = |addr: std::net::SocketAddr| {
         format!("postgres://postgres@{addr}/postgres?sslmode=disable&application_name=shop-green")
@@ -312,7 +312,7 @@ async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
     .await;
     assert!(published, "{:?}", m.status().await.unwrap().sessions);
 
-    let err = m.complete().await.unwrap_err();
+    let err = m.complete(Pinned::Refuse).await.unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("1 session(s) are pinned to version \"baseline\""),
@@ -322,7 +322,7 @@ async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
         text.contains("application_name \"old-app\"") && text.contains("pid"),
         "{text}"
     );
-    let err = m.rollback().await.unwrap_err();
+    let err = m.rollback(Pinned::Refuse).await.unwrap_err();
     assert!(
         err.to_string().contains("pinned to version \"01_users\""),
         "{err}"
@@ -340,7 +340,7 @@ async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
     })
     .await;
     assert!(gone, "the old session expires from the registry");
-    m.complete().await.unwrap();
+    m.complete(Pinned::Refuse).await.unwrap();
 
     // Next migration: a session on its new version, then a forced rollback ends it.
     let second = dir.path().join("02_more.json");
@@ -349,7 +349,7 @@ async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
         r#"{"operations": [{"add_column": {"table": "users", "column": {"name": "nick", "type": "text"}}}]}"#,
     )
     .unwrap();
-    m.start(&second, false).await.unwrap();
+    m.start(&second).await.unwrap();
     let url = versioned_url(&env, "02_more");
     assert!(
         harness::eventually(Duration::from_secs(1), || async {
@@ -369,8 +369,7 @@ async fn complete_and_rollback_refuse_pinned_sessions_unless_forced() {
         })
         .await
     );
-    m.set_force(true);
-    m.rollback().await.unwrap();
+    m.rollback(Pinned::End).await.unwrap();
     let mut fatal = None;
     while let Some(msg) = raw.recv().await {
         if msg.tag == b'E' {

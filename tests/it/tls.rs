@@ -3,7 +3,8 @@
 //! prefer, require, verify-full). SCRAM works with TLS on one side only.
 
 use pgshift::cluster::ClusterOptions;
-use pgshift::config::{TlsFiles, UpstreamConfig};
+use pgshift::net::UpstreamConfig;
+use pgshift::net::tls::TlsFiles;
 
 use crate::auth::{HBA, create_users};
 use crate::harness::{self, Env, TestPki};

@@ -3,25 +3,41 @@
 //! `--upstream`: libpq `sslmode` up to verify-full over rustls (ring), and
 //! `host=/dir` for a Unix socket.
 
+use thiserror::Error;
 use tokio_postgres::{Client, NoTls};
 
-use crate::migrate::engine::MigrateError;
+use super::db_message;
+use crate::net::tls::{self, TlsError};
+use crate::net::{SslMode, UpstreamConfig, UrlError, redact_url};
+
+/// Why pgshift could not open a connection of its own.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Url(#[from] UrlError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot connect to {url}: {}", db_message(.source))]
+    Connect {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+}
 
 /// Opens a client for a `postgres://` URL with the proxy's URL rules: libpq
 /// `sslmode` (disable, prefer, require, verify-full with `sslrootcert`) over
 /// rustls, and `host=/dir` for a Unix socket.
-pub async fn open(url: &str) -> Result<Client, MigrateError> {
-    let parsed = crate::config::UpstreamConfig::from_url(url)?;
-    connect_upstream(&parsed, None).await
+pub async fn open(url: &str) -> Result<Client, ConnectError> {
+    let parsed = UpstreamConfig::from_url(url)?;
+    connect(&parsed, None).await
 }
 
 /// Like [`open`], for an already parsed URL; NOTIFY messages the
 /// connection receives go to `notify`.
-pub async fn connect_upstream(
-    parsed: &crate::config::UpstreamConfig,
+pub async fn connect(
+    parsed: &UpstreamConfig,
     notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
-) -> Result<Client, MigrateError> {
-    use crate::config::SslMode;
+) -> Result<Client, ConnectError> {
     let url = format!("postgres://{}:{}", parsed.host, parsed.port);
     let url = url.as_str();
     let mut config = tokio_postgres::Config::new();
@@ -47,11 +63,11 @@ pub async fn connect_upstream(
         SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
         SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
     });
-    let connect_err = |source| MigrateError::Connect {
-        url: crate::config::redact_url(url),
+    let connect_err = |source| ConnectError::Connect {
+        url: redact_url(url),
         source,
     };
-    let tls = crate::proxy::tls::client_config(parsed.sslmode, parsed.sslrootcert.as_deref())?;
+    let tls = tls::client_config(parsed.sslmode, parsed.sslrootcert.as_deref())?;
     match tls {
         Some(tls) if parsed.unix_socket().is_none() => {
             let (client, connection) = config

@@ -1,22 +1,19 @@
 //! TLS on both sides of the proxy (rustls with the ring provider): the server
-//! config that answers clients' SSLRequest, the client config for each upstream
-//! `sslmode`, and [`Stream`], a socket that is plain or TLS.
+//! config that answers clients' SSLRequest, and the client config for each
+//! upstream `sslmode` (PostgreSQL docs, "libpq: SSL Support").
 
-use std::io;
-use std::pin::Pin;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use serde::Deserialize;
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
 
-use crate::config::{SslMode, TlsFiles};
+use super::url::SslMode;
 
 /// A TLS setup problem, naming the file at fault.
 #[derive(Debug, Error)]
@@ -27,6 +24,15 @@ pub enum TlsError {
     Key { path: String, message: String },
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
+}
+
+/// The certificate and key that the proxy presents to clients that ask for TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TlsFiles {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -148,92 +154,5 @@ impl ServerCertVerifier for NoCertificateCheck {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A connection to a client or to the upstream: plain TCP, TLS over TCP, or
-/// a Unix-domain socket (upstream only).
-pub enum Stream {
-    Plain(TcpStream),
-    /// A Unix-domain socket to a local upstream; never encrypted.
-    Unix(UnixStream),
-    /// TLS that pgshift serves to a client.
-    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
-    /// TLS that pgshift opened to the upstream.
-    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
-
-impl Stream {
-    /// True for either TLS variant.
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Stream::Server(_) | Stream::Client(_))
-    }
-}
-
-macro_rules! each_stream {
-    ($self:expr, $s:ident => $body:expr) => {
-        match $self.get_mut() {
-            Stream::Plain($s) => {
-                let $s = Pin::new($s);
-                $body
-            }
-            Stream::Unix($s) => {
-                let $s = Pin::new($s);
-                $body
-            }
-            Stream::Server($s) => {
-                let $s = Pin::new($s.as_mut());
-                $body
-            }
-            Stream::Client($s) => {
-                let $s = Pin::new($s.as_mut());
-                $body
-            }
-        }
-    };
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        each_stream!(self, s => s.poll_read(cx, buf))
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        each_stream!(self, s => s.poll_write(cx, buf))
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        each_stream!(self, s => s.poll_write_vectored(cx, bufs))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Stream::Plain(s) => s.is_write_vectored(),
-            Stream::Unix(s) => s.is_write_vectored(),
-            Stream::Server(s) => s.is_write_vectored(),
-            Stream::Client(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_stream!(self, s => s.poll_flush(cx))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        each_stream!(self, s => s.poll_shutdown(cx))
     }
 }

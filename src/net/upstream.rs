@@ -1,7 +1,9 @@
 //! Connections to the upstream Postgres: TCP, then TLS negotiated with an
 //! SSLRequest according to `sslmode` (PostgreSQL docs, "Frontend/Backend
-//! Protocol", "SSL Session Encryption").
+//! Protocol", "SSL Session Encryption"), or a Unix-domain socket; and the
+//! delivery of CancelRequests ("Canceling Requests in Progress").
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,10 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
-use super::cancel::UpstreamAddr;
-use super::tls::{self, Stream, TlsError};
-use crate::config::{SslMode, UpstreamConfig};
-use crate::wire;
+use super::stream::Stream;
+use super::tls::{self, TlsError};
+use super::url::{SslMode, UpstreamConfig};
+use crate::protocol::startup::{cancel_request, ssl_request};
 
 /// Why an upstream connection could not be opened.
 #[derive(Debug, Error)]
@@ -36,6 +38,14 @@ pub enum UpstreamError {
         "Postgres at {target} answered the SSLRequest with {byte:#04x}, which is not 'S' or 'N'"
     )]
     Protocol { target: String, byte: u8 },
+}
+
+/// Where an upstream server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    Tcp(SocketAddr),
+    /// The socket file `<dir>/.s.PGSQL.<port>`.
+    Unix(PathBuf),
 }
 
 /// Opens upstream connections for every session; built once per proxy.
@@ -112,9 +122,7 @@ impl Upstream {
         let Some((connector, name)) = &self.tls else {
             return Ok((Stream::Plain(tcp), addr));
         };
-        tcp.write_all(&wire::ssl_request())
-            .await
-            .map_err(connect_err)?;
+        tcp.write_all(&ssl_request()).await.map_err(connect_err)?;
         let answer = tcp.read_u8().await.map_err(connect_err)?;
         match answer {
             b'S' => {
@@ -138,4 +146,31 @@ impl Upstream {
             }),
         }
     }
+}
+
+/// Sends a CancelRequest for backend `pid` (with its `secret`) at `addr` on a new plain connection and waits
+/// (up to 5 s) for the server to close it, which it does once the signal is
+/// sent. Cancel requests are never encrypted: Postgres accepts them in the
+/// clear before any authentication.
+pub async fn send_cancel(addr: &UpstreamAddr, pid: i32, secret: &[u8]) -> std::io::Result<()> {
+    let packet = cancel_request(pid, secret);
+    let exchange = async {
+        match addr {
+            UpstreamAddr::Tcp(addr) => deliver(TcpStream::connect(addr).await?, &packet).await,
+            UpstreamAddr::Unix(path) => deliver(UnixStream::connect(path).await?, &packet).await,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+async fn deliver<S>(mut stream: S, packet: &[u8]) -> std::io::Result<()>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(packet).await?;
+    let mut sink = [0u8; 64];
+    while stream.read(&mut sink).await? > 0 {}
+    Ok(())
 }

@@ -1,0 +1,113 @@
+//! The migrator's commands: each connects (taking the migration lock), runs
+//! one engine call, releases the lock and prints what happened.
+
+use super::config::{migrate_database_url, resolve_migrate};
+use super::{Command, DbArgs, render};
+use crate::migrate::engine::{Migrator, Pinned};
+use crate::migrate::format;
+
+impl DbArgs {
+    /// Connects with the settings these arguments resolve to.
+    async fn connect(&self) -> anyhow::Result<Migrator> {
+        let settings = resolve_migrate(&self.settings, self.config.as_deref())?;
+        Ok(Migrator::connect(settings).await?)
+    }
+}
+
+fn pinned(force: bool) -> Pinned {
+    if force { Pinned::End } else { Pinned::Refuse }
+}
+
+/// Runs one migrator command to completion.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Init(db) => {
+            db.connect().await?.close().await?;
+            println!("the pgshift state schema is ready");
+        }
+        Command::Start { file, complete, db } => {
+            let mut m = db.connect().await?;
+            m.start(&file).await?;
+            if complete {
+                m.complete(Pinned::Refuse).await?;
+            }
+            m.close().await?;
+        }
+        Command::Complete { force, db } => {
+            let mut m = db.connect().await?;
+            m.complete(pinned(force)).await?;
+            m.close().await?;
+        }
+        Command::Rollback { force, db } => {
+            let mut m = db.connect().await?;
+            m.rollback(pinned(force)).await?;
+            m.close().await?;
+        }
+        Command::Status { json, db } => {
+            let m = db.connect().await?;
+            let status = m.status().await?;
+            m.close().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", render::status(&status));
+            }
+        }
+        Command::Migrate { dir, db } => {
+            let applied = db.connect().await?.migrate(&dir).await?;
+            println!(
+                "applied {} migration(s): {}",
+                applied.len(),
+                applied.join(", ")
+            );
+        }
+        Command::Pin { route, version, db } => {
+            let m = db.connect().await?;
+            m.pin(&route, &version).await?;
+            m.close().await?;
+            println!("route {route} is pinned to {version}; new sessions of it get that version");
+        }
+        Command::Routes(db) => {
+            let m = db.connect().await?;
+            let routes = m.routes().await?;
+            m.close().await?;
+            if routes.is_empty() {
+                println!("no route is pinned; every route follows the default");
+            }
+            for (route, version) in routes {
+                println!("{route}\t{version}");
+            }
+        }
+        Command::Plan { file, db } => {
+            let migration = format::load(&file)?;
+            let m = db.connect().await?;
+            let plan = m.plan(&file.display().to_string(), &migration).await?;
+            m.close().await?;
+            print!("{}", render::plan(&plan));
+        }
+        Command::Validate { file, db } => validate(&file, &db).await?,
+        Command::Proxy(_) => unreachable!("the proxy runs on a runtime of its own"),
+    }
+    Ok(())
+}
+
+/// Checks `file` against the schema and, when a database is given, against
+/// the live catalog.
+async fn validate(file: &std::path::Path, db: &DbArgs) -> anyhow::Result<()> {
+    let migration = format::load(file)?;
+    if migrate_database_url(&db.settings, db.config.as_deref())?.is_none() {
+        println!(
+            "{}: valid (pass --database-url to check it against the live catalog too)",
+            file.display()
+        );
+        return Ok(());
+    }
+    let m = db.connect().await?;
+    m.plan(&file.display().to_string(), &migration).await?;
+    m.close().await?;
+    println!(
+        "{}: valid, and applies to the live database",
+        file.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! The command line: clap definitions of every subcommand (here), the
+//! layering of settings from flags, environment and file (`config`), the
+//! proxy's startup (`proxy`), the migrator's commands (`migrate`) and what
+//! they print (`render`).
+
+pub mod config;
+mod migrate;
+mod proxy;
+mod render;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::{self, LogFormat};
+use config::{MigrateSettings, ProxySettings};
+
+/// pgshift: a Postgres proxy that runs zero-downtime schema migrations.
+#[derive(Debug, Parser)]
+#[command(name = "pgshift", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the wire-protocol proxy in front of Postgres (a throwaway local
+    /// cluster when no upstream is given)
+    Proxy(ProxyArgs),
+    /// Create the pgshift state schema (idempotent; start does it too)
+    Init(DbArgs),
+    /// Start a migration: expand, install triggers, backfill
+    Start {
+        /// Migration file (.json, .yaml or .yml)
+        file: PathBuf,
+        /// Complete it right after starting
+        #[arg(long)]
+        complete: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Complete the active migration: verify, then contract
+    Complete {
+        /// End the sessions still pinned to the old version instead of refusing
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Roll back the active migration, leaving the schema as before start
+    Rollback {
+        /// End the sessions pinned to the new version instead of refusing
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Show the active migration, its backfill progress and the history
+    Status {
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Apply, in name order, every migration file in DIR not yet completed
+    Migrate {
+        dir: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Check a migration file against the schema and, with a database, the live catalog
+    Validate {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Pin a route (from the proxies' [[routes]]) to a version
+    Pin {
+        route: String,
+        version: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List the routes' pins
+    Routes(DbArgs),
+    /// Print the SQL that start, complete and rollback would run
+    Plan {
+        file: PathBuf,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+/// Settings every migration command takes: a config file and the
+/// migrator's settings ([`MigrateSettings`]), layered by
+/// [`config::resolve_migrate`].
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// TOML config file; its [migrate] table may set any of these settings
+    #[arg(long, short = 'c', env = "PGSHIFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: MigrateSettings,
+}
+
+/// Arguments of `pgshift proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// TOML config file with a [proxy] table
+    #[arg(long, short = 'c', env = "PGSHIFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub settings: ProxySettings,
+}
+
+/// Runs the parsed command line to completion.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Proxy(args) => proxy::run(args),
+        command => {
+            telemetry::init(LogFormat::Text);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(migrate::run(command))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

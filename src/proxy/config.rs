@@ -1,0 +1,71 @@
+//! The proxy's resolved settings: every value a running proxy reads, with
+//! its default. The command line layers its sources (flags, environment,
+//! file) into one of these.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::net::UpstreamConfig;
+use crate::net::tls::TlsFiles;
+use crate::telemetry::LogFormat;
+
+/// Fully resolved proxy settings. Build one with [`ProxyConfig::new`] in tests,
+/// or [`ProxyConfig::resolve`] from the layered sources.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Addresses the client listeners bind to (at least one); routes can
+    /// match the port a client came in on.
+    pub listen: Vec<SocketAddr>,
+    /// The Postgres that sessions are relayed to. `None` only before the CLI
+    /// has started a throwaway cluster.
+    pub upstream: Option<UpstreamConfig>,
+    /// Client-side TLS; `None` answers every SSLRequest with 'N'.
+    pub tls: Option<TlsFiles>,
+    /// Most client sessions at once; more get SQLSTATE 53300.
+    pub max_clients: usize,
+    /// How long a new connection may take to send its startup packet and finish
+    /// authentication; slower ones get SQLSTATE 08P01 and are closed.
+    pub startup_timeout: Duration,
+    /// How long a client may take to finish a message it has begun sending.
+    pub message_timeout: Duration,
+    /// Longest frontend message accepted, in bytes (type byte excluded).
+    pub max_message_length: usize,
+    /// How long to wait for an upstream TCP connection and its TLS handshake.
+    pub connect_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long busy sessions may run before they are closed.
+    pub drain_timeout: Duration,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Session threads, each a single-threaded runtime that sessions are
+    /// dealt to in turn; 0 means one per core.
+    pub workers: usize,
+    /// The physical schema whose versions sessions are routed to.
+    pub schema: String,
+    /// Route rules (`[[routes]]` in the config file), first match wins.
+    pub routes: Vec<crate::routing::RouteRule>,
+    /// Postgres roles that may open the admin console (database `pgshift`);
+    /// Postgres itself checks their password.
+    pub admin_users: Vec<String>,
+}
+
+impl ProxyConfig {
+    /// Settings with every default and the given listener and upstream.
+    pub fn new(listen: SocketAddr, upstream: Option<UpstreamConfig>) -> Self {
+        ProxyConfig {
+            listen: vec![listen],
+            upstream,
+            tls: None,
+            max_clients: 1000,
+            startup_timeout: Duration::from_secs(10),
+            message_timeout: Duration::from_secs(60),
+            max_message_length: 256 << 20,
+            connect_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+            workers: 0,
+            schema: "public".to_string(),
+            routes: Vec::new(),
+            admin_users: Vec::new(),
+        }
+    }
+}
