@@ -82,6 +82,20 @@ pub async fn tables(
             generated: row.get(5),
         });
     }
+    keys(client, schema, &mut tables).await?;
+    replica_identities(client, schema, &mut tables).await?;
+    constraint_names(client, schema, &mut tables).await?;
+    dependents(client, schema, &mut tables).await?;
+    constraint_columns(client, schema, &mut tables).await?;
+    Ok(tables)
+}
+
+/// Primary keys, and the first valid, non-partial unique key on NOT NULL columns.
+async fn keys(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<(), tokio_postgres::Error> {
     let keys = client
         .query(
             "SELECT c.relname::text, i.indisprimary,
@@ -109,6 +123,15 @@ pub async fn tables(
             table.unique_not_null = Some(columns);
         }
     }
+    Ok(())
+}
+
+/// Each table's replica identity and its index.
+async fn replica_identities(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<(), tokio_postgres::Error> {
     let identities = client
         .query(
             "SELECT c.relname::text, c.relreplident::text,
@@ -125,6 +148,15 @@ pub async fn tables(
             table.replica_index = row.get(2);
         }
     }
+    Ok(())
+}
+
+/// The names of each table's constraints.
+async fn constraint_names(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<(), tokio_postgres::Error> {
     let constraints = client
         .query(
             "SELECT c.relname::text, con.conname::text
@@ -140,6 +172,15 @@ pub async fn tables(
             table.constraints.push(row.get(1));
         }
     }
+    Ok(())
+}
+
+/// For each column, the indexes and constraints that cover it, foreign keys of other tables that reference it included.
+async fn dependents(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<(), tokio_postgres::Error> {
     let dependents = client
         .query(
             "SELECT c.relname::text, a.attname::text, d.name
@@ -166,6 +207,15 @@ pub async fn tables(
                 .insert(row.get(2));
         }
     }
+    Ok(())
+}
+
+/// The columns of each constraint, in key order.
+async fn constraint_columns(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<(), tokio_postgres::Error> {
     let constraint_columns = client
         .query(
             "SELECT c.relname::text, con.conname::text, array_agg(a.attname::text ORDER BY k.ord)
@@ -184,7 +234,7 @@ pub async fn tables(
             table.constraint_columns.insert(row.get(1), row.get(2));
         }
     }
-    Ok(tables)
+    Ok(())
 }
 
 /// The views of `schema` (a version schema), each with the table it reads

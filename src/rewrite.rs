@@ -1,6 +1,6 @@
-//! Rewriting the few statements that views cannot serve (design.md, "What
-//! the proxy rewrites"), for a session pinned to a version during a
-//! migration. Pure: SQL text and the version's view map in, SQL text out.
+//! Rewriting the few statements that views cannot serve (README.md,
+//! "Versions through the proxy"), for a session pinned to a version during
+//! a migration. Pure: SQL text and the version's view map in, SQL text out.
 //!
 //! A cheap case-insensitive scan decides whether a statement can need a
 //! rewrite; only those are parsed (sqlparser, Postgres dialect). The text is
@@ -242,68 +242,8 @@ fn rewrite_statement(text: &str, view: &VersionView) -> Result<Option<String>, R
             changed = true;
         }
     }
-    // COPY ... TO cannot read a view; COPY (SELECT ...) TO can.
-    if let Statement::Copy {
-        source: source @ CopySource::Table { .. },
-        to: true,
-        ..
-    } = &mut statement
-        && let CopySource::Table {
-            table_name,
-            columns,
-        } = &*source
-        && let Some(table) = view_named(table_name, view)
-    {
-        let list = if columns.is_empty() {
-            "*".to_string()
-        } else {
-            columns
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let select = format!(
-            "SELECT {list} FROM {}",
-            quote::qualified(&view.version_schema, &table)
-        );
-        let dialect = PostgreSqlDialect {};
-        if let Ok(mut parsed) = Parser::parse_sql(&dialect, &select)
-            && let Some(Statement::Query(query)) = parsed.pop()
-        {
-            *source = CopySource::Query(query);
-            return Ok(Some(statement.to_string()));
-        }
-    }
-    // COPY ... FROM cannot write a view: it writes the table, with the view's
-    // columns mapped to the table's; the session's pgshift.version makes the
-    // dual-write trigger convert each row as the version wrote it.
-    if let Statement::Copy {
-        source: CopySource::Table {
-            table_name,
-            columns,
-        },
-        to: false,
-        ..
-    } = &mut statement
-        && let Some(name) = view_named(table_name, view)
-        && let (Some(table), Some(mapping)) = (view.views.get(&name), view.columns.get(&name))
-    {
-        let physical = |c: &str| mapping.iter().find(|(v, _)| v == c).map(|(_, p)| p.clone());
-        let wanted: Vec<String> = if columns.is_empty() {
-            mapping.iter().map(|(v, _)| v.clone()).collect()
-        } else {
-            columns.iter().map(ident_value).collect()
-        };
-        let mapped: Option<Vec<String>> = wanted.iter().map(|c| physical(c)).collect();
-        if let Some(mapped) = mapped {
-            *table_name = qualified_name(&view.schema, table);
-            *columns = mapped
-                .into_iter()
-                .map(|c| Ident::with_quote('"', c))
-                .collect();
-            return Ok(Some(statement.to_string()));
-        }
+    if let Some(copy) = rewrite_copy(&mut statement, view) {
+        return Ok(Some(copy));
     }
     if let Statement::Truncate(truncate) = &mut statement {
         // TRUNCATE cannot run on a view; it names the physical tables, which
@@ -333,6 +273,76 @@ fn rewrite_statement(text: &str, view: &VersionView) -> Result<Option<String>, R
         ControlFlow::<()>::Continue(())
     });
     Ok(changed.then(|| statement.to_string()))
+}
+
+/// COPY of a view, which Postgres refuses: `COPY view TO` becomes `COPY
+/// (SELECT ...) TO`, and `COPY view FROM` writes the table through the
+/// view's column map. `None` for any other statement.
+fn rewrite_copy(statement: &mut Statement, view: &VersionView) -> Option<String> {
+    // COPY ... TO cannot read a view; COPY (SELECT ...) TO can.
+    if let Statement::Copy {
+        source: source @ CopySource::Table { .. },
+        to: true,
+        ..
+    } = statement
+        && let CopySource::Table {
+            table_name,
+            columns,
+        } = &*source
+        && let Some(table) = view_named(table_name, view)
+    {
+        let list = if columns.is_empty() {
+            "*".to_string()
+        } else {
+            columns
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let select = format!(
+            "SELECT {list} FROM {}",
+            quote::qualified(&view.version_schema, &table)
+        );
+        let dialect = PostgreSqlDialect {};
+        if let Ok(mut parsed) = Parser::parse_sql(&dialect, &select)
+            && let Some(Statement::Query(query)) = parsed.pop()
+        {
+            *source = CopySource::Query(query);
+            return Some(statement.to_string());
+        }
+    }
+    // COPY ... FROM cannot write a view: it writes the table, with the view's
+    // columns mapped to the table's; the session's pgshift.version makes the
+    // dual-write trigger convert each row as the version wrote it.
+    if let Statement::Copy {
+        source: CopySource::Table {
+            table_name,
+            columns,
+        },
+        to: false,
+        ..
+    } = statement
+        && let Some(name) = view_named(table_name, view)
+        && let (Some(table), Some(mapping)) = (view.views.get(&name), view.columns.get(&name))
+    {
+        let physical = |c: &str| mapping.iter().find(|(v, _)| v == c).map(|(_, p)| p.clone());
+        let wanted: Vec<String> = if columns.is_empty() {
+            mapping.iter().map(|(v, _)| v.clone()).collect()
+        } else {
+            columns.iter().map(ident_value).collect()
+        };
+        let mapped: Option<Vec<String>> = wanted.iter().map(|c| physical(c)).collect();
+        if let Some(mapped) = mapped {
+            *table_name = qualified_name(&view.schema, table);
+            *columns = mapped
+                .into_iter()
+                .map(|c| Ident::with_quote('"', c))
+                .collect();
+            return Some(statement.to_string());
+        }
+    }
+    None
 }
 
 /// Why a statement is refused, if it is.

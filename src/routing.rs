@@ -1,5 +1,5 @@
-//! Which schema version a session gets, decided once at startup (design.md,
-//! "How a session finds its version"): the version the client asks for
+//! Which schema version a session gets, decided once at startup (README.md,
+//! "Versions through the proxy"): the version the client asks for
 //! (startup `options=-c pgshift.version=<name>`, as libpq's PGOPTIONS sends
 //! it, or a `pgshift.version` startup parameter), else the default route: the
 //! old version while a migration runs, the only version otherwise. Pure: the

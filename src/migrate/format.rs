@@ -1,5 +1,5 @@
-//! The migration file format (pgroll's, as `shared/docs/migration-format.md`
-//! lists it): loading JSON or YAML, validation against
+//! The migration file format (pgroll's; README.md, "Migrations", and
+//! `schemas/migration.schema.json`): loading JSON or YAML, validation against
 //! `schemas/migration.schema.json` with every problem reported at once, and
 //! the typed model of all 15 operations.
 

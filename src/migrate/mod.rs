@@ -10,4 +10,5 @@ pub mod error;
 pub mod expr;
 pub mod format;
 pub mod names;
+mod ops;
 pub mod plan;

@@ -55,7 +55,7 @@ struct Refusal(&'static str, String);
 pub async fn serve(shared: &Shared, client: &mut Stream, mut buf: BytesMut) -> String {
     // After an extended-protocol message: skip to Sync, as Postgres does.
     let mut skipping = false;
-    let mut phase = shared.phase.clone();
+    let mut phase = shared.drain.clone();
     loop {
         let read = tokio::select! {
             read = read_message(client, &mut buf, MAX_MESSAGE) => read,
@@ -115,8 +115,8 @@ pub async fn serve(shared: &Shared, client: &mut Stream, mut buf: BytesMut) -> S
 }
 
 /// Resolves once the proxy is shutting down.
-async fn stopping(phase: &mut tokio::sync::watch::Receiver<super::Phase>) {
-    let _ = phase.wait_for(|p| *p != super::Phase::Running).await;
+async fn stopping(phase: &mut tokio::sync::watch::Receiver<super::Drain>) {
+    let _ = phase.wait_for(|p| *p != super::Drain::Running).await;
 }
 
 /// Runs one console command.

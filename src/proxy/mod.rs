@@ -154,9 +154,9 @@ impl SessionError {
     }
 }
 
-/// Where the proxy stands in its life; sessions watch it to drain.
+/// Where the proxy stands in its shutdown; sessions watch it to drain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub enum Drain {
     /// Serving.
     Running,
     /// No longer accepting; idle sessions close, busy ones may finish.
@@ -231,7 +231,7 @@ pub struct Shared {
     pub(crate) tls_acceptor: Option<TlsAcceptor>,
     pub(crate) cancel: Arc<CancelRegistry>,
     pub(crate) clients: Arc<Semaphore>,
-    pub(crate) phase: watch::Receiver<Phase>,
+    pub(crate) drain: watch::Receiver<Drain>,
     pub(crate) versions: Arc<versions::VersionWatch>,
     pub(crate) registry: Arc<registry::Registry>,
 }
@@ -271,7 +271,7 @@ pub async fn run(
     };
     let threads =
         Arc::new(threads::SessionThreads::start(config.workers).map_err(ProxyError::Threads)?);
-    let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+    let (drain_tx, drain_rx) = watch::channel(Drain::Running);
     let drain_timeout = config.drain_timeout;
     let shared = Arc::new(Shared {
         clients: Arc::new(Semaphore::new(config.max_clients)),
@@ -279,7 +279,7 @@ pub async fn run(
         upstream,
         tls_acceptor,
         cancel: Arc::new(CancelRegistry::default()),
-        phase: phase_rx,
+        drain: drain_rx,
         versions: versions::spawn(upstream_config.clone(), config_schema.clone()),
         registry: Arc::clone(&session_registry),
     });
@@ -299,7 +299,7 @@ pub async fn run(
     accepting.shutdown().await;
     let active = shared.config.max_clients - shared.clients.available_permits();
     tracing::info!(sessions = active, timeout = ?drain_timeout, "shutting down: draining sessions");
-    let _ = phase_tx.send(Phase::Draining);
+    let _ = drain_tx.send(Drain::Draining);
     drop(done_tx);
     if tokio::time::timeout(drain_timeout, done_rx.recv())
         .await
@@ -310,7 +310,7 @@ pub async fn run(
             sessions = left,
             "drain timeout passed; closing the remaining sessions"
         );
-        let _ = phase_tx.send(Phase::Closing);
+        let _ = drain_tx.send(Drain::Closing);
         done_rx.recv().await;
     }
     tracing::info!("all sessions closed");

@@ -4,8 +4,8 @@
 //! moved onto them (its search_path gets the version schema first) at its
 //! first moment outside a transaction, before any physical table changes.
 //! Its statements are rewritten against its version's views while the
-//! migration runs, and go through untouched once it has ended (design.md,
-//! "The migration lifecycle").
+//! migration runs, and go through untouched once it has ended
+//! (ARCHITECTURE.md, "Invariants").
 
 use std::sync::Arc;
 
@@ -249,25 +249,4 @@ impl SessionRewriter {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::mentions_reset;
-
-    #[test]
-    fn reset_and_discard_are_words_not_parts_of_names() {
-        for sql in [
-            "RESET ALL",
-            "discard all",
-            "BEGIN; Reset search_path;",
-            "\treset\n",
-        ] {
-            assert!(mentions_reset(sql.as_bytes()), "{sql}");
-        }
-        for sql in [
-            "SELECT password_reset FROM users",
-            "SELECT resets, discarded FROM t",
-            "SELECT 1",
-        ] {
-            assert!(!mentions_reset(sql.as_bytes()), "{sql}");
-        }
-    }
-}
+mod tests;

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 use super::placement::Placement;
 use super::relay::{self, ClientLimits, RelayEnd, SessionState};
 use super::startup::{self, Ended, Established};
-use super::{Phase, SessionError, Shared};
+use super::{Drain, SessionError, Shared};
 use crate::protocol::messages::TERMINATE;
 use crate::protocol::tags::status;
 
@@ -147,7 +147,7 @@ async fn relay_session(
     };
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
-    let mut phase = shared.phase.clone();
+    let mut phase = shared.drain.clone();
 
     let end = tokio::select! {
         end = relay::client_to_upstream(&mut client_read, &mut upstream_write, client_buf, &state, limits, placement.as_mut()) => End::Relay(end),
@@ -201,29 +201,29 @@ async fn relay_session(
 
 /// Resolves when the proxy's shutdown reaches this session: at once when the
 /// drain timeout has passed, or when the session is idle during a drain.
-async fn shutdown_point(phase: &mut watch::Receiver<Phase>, state: &SessionState) -> Phase {
+async fn shutdown_point(phase: &mut watch::Receiver<Drain>, state: &SessionState) -> Drain {
     loop {
         let current = *phase.borrow_and_update();
         match current {
-            Phase::Running => {
+            Drain::Running => {
                 if phase.changed().await.is_err() {
-                    return Phase::Closing;
+                    return Drain::Closing;
                 }
             }
-            Phase::Draining => {
+            Drain::Draining => {
                 tokio::select! {
-                    _ = state.wait_idle() => return Phase::Draining,
-                    changed = phase.changed() => if changed.is_err() { return Phase::Closing },
+                    _ = state.wait_idle() => return Drain::Draining,
+                    changed = phase.changed() => if changed.is_err() { return Drain::Closing },
                 }
             }
-            Phase::Closing => return Phase::Closing,
+            Drain::Closing => return Drain::Closing,
         }
     }
 }
 
 enum End {
     Relay(RelayEnd),
-    Shutdown(Phase),
+    Shutdown(Drain),
     /// A forced complete or rollback ended the session.
     Killed(String),
 }
@@ -245,7 +245,7 @@ impl std::fmt::Display for End {
             End::Relay(RelayEnd::ClientIo(e)) => write!(f, "client connection failed: {e}"),
             End::Relay(RelayEnd::UpstreamClosed) => write!(f, "Postgres closed the connection"),
             End::Relay(RelayEnd::UpstreamIo(e)) => write!(f, "Postgres connection failed: {e}"),
-            End::Shutdown(Phase::Draining) => write!(f, "proxy shutdown: session idle"),
+            End::Shutdown(Drain::Draining) => write!(f, "proxy shutdown: session idle"),
             End::Shutdown(_) => write!(f, "proxy shutdown: drain timeout passed"),
             End::Killed(reason) => write!(f, "ended by the migrator: {reason}"),
         }

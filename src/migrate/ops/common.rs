@@ -1,13 +1,25 @@
-//! Planning the column operations: add_column, drop_column, rename_column,
-//! alter_column, and the column duplication that alter_column and the
-//! constraint operations share.
+//! What several operations share: adding a physical column (with a
+//! volatile default backfilled rather than rewritten), NOT NULL as a NOT
+//! VALID check, the extras a column may ask for (unique, foreign key,
+//! check, comment), duplicating a column kept in step by `up` and `down`,
+//! table constraints, and dropping a constraint by duplicating its columns.
 
 use std::collections::BTreeSet;
 
-use super::{ColumnChange, Planner, Step, Verify, push_fk_options};
+use super::push_fk_options;
 use crate::migrate::format::{self, Column};
 use crate::migrate::names;
+use crate::migrate::plan::{ColumnChange, Planner, Step, Verify};
 use crate::quote::{ident, literal};
+
+/// How many columns a dropped constraint may cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Columns {
+    /// `drop_constraint`: exactly one.
+    One,
+    /// `drop_multicolumn_constraint`: any number.
+    Several,
+}
 
 impl Planner<'_> {
     /// The physical column's DDL type and default clause for a new column,
@@ -167,42 +179,6 @@ impl Planner<'_> {
         }
     }
 
-    pub(super) fn add_column(&mut self, at: &str, table: &str, col: &Column, up: Option<&str>) {
-        let Some(s) = self.existing_shape(at, table, "add_column") else {
-            return;
-        };
-        if self.new_col(s, &col.name).is_some() {
-            self.problem(
-                at,
-                format!("column {:?} already exists in table {table:?}", col.name),
-            );
-            return;
-        }
-        if !col.nullable && col.default.is_none() && up.is_none() {
-            self.problem(
-                &format!("{at}/column"),
-                format!("column {:?} is NOT NULL with neither `default` nor `up`: existing rows would have no value; add one of them", col.name),
-            );
-            return;
-        }
-        if col.pk == Some(true) || col.generated.is_some() {
-            self.problem(at, "add_column with `pk` or `generated` is not supported; create the table with it instead".into());
-            return;
-        }
-        let physical = names::new_column(&col.name);
-        self.add_physical(s, &physical, &col.type_, col.default.as_deref());
-        if !col.nullable {
-            self.not_null(s, &physical, &col.name);
-        }
-        self.column_extras(s, &physical, &col.name, col);
-        if let Some(up) = up {
-            self.shapes[s].up.push((physical.clone(), up.to_string()));
-            self.shapes[s].backfill_touch = true;
-            self.verify_converted(s, &physical, up);
-        }
-        self.shapes[s].new_cols.push((col.name.clone(), physical));
-    }
-
     pub(super) fn verify_converted(&mut self, s: usize, physical: &str, up: &str) {
         let shape = &self.shapes[s];
         self.verify.push(Verify {
@@ -213,63 +189,6 @@ impl Planner<'_> {
                 ident(physical)
             ),
         });
-    }
-
-    pub(super) fn drop_column(&mut self, at: &str, table: &str, column: &str, down: Option<&str>) {
-        let Some(s) = self.existing_shape(at, table, "drop_column") else {
-            return;
-        };
-        let Some(c) = self.new_col(s, column) else {
-            self.problem(
-                at,
-                format!("column {column:?} does not exist in table {table:?}"),
-            );
-            return;
-        };
-        let (_, physical) = self.shapes[s].new_cols.remove(c);
-        if let Some(info) = self.info(s).and_then(|t| t.column(&physical))
-            && info.not_null
-            && info.default.is_none()
-            && !info.generated
-            && down.is_none()
-        {
-            self.problem(
-                    at,
-                    format!("column {column:?} is NOT NULL without a default, so new-version inserts could not fill it; give `down`"),
-                );
-            return;
-        }
-        if let Some(down) = down {
-            self.shapes[s]
-                .down
-                .push((physical.clone(), down.to_string()));
-        }
-        let t = self.table_q(&self.shapes[s].physical.clone());
-        self.contract.push(format!(
-            "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
-            ident(&physical)
-        ));
-    }
-
-    pub(super) fn rename_column(&mut self, at: &str, table: &str, from: &str, to: &str) {
-        let Some(s) = self.shape(at, table) else {
-            return;
-        };
-        let Some(c) = self.new_col(s, from) else {
-            self.problem(
-                at,
-                format!("column {from:?} does not exist in table {table:?}"),
-            );
-            return;
-        };
-        if self.new_col(s, to).is_some() {
-            self.problem(
-                at,
-                format!("column {to:?} already exists in table {table:?}"),
-            );
-            return;
-        }
-        self.shapes[s].new_cols[c].0 = to.to_string();
     }
 
     /// Duplicates the existing column `name` (its new-version name) of shape
@@ -358,35 +277,156 @@ impl Planner<'_> {
         Some(physical)
     }
 
-    pub(super) fn alter_column(&mut self, at: &str, a: &format::AlterColumn) {
-        let Some(s) = self.existing_shape(at, &a.table, "alter_column") else {
+    pub(super) fn table_constraint(&self, c: &format::TableConstraint) -> Result<String, String> {
+        let cols = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| ident(n))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut def = format!("CONSTRAINT {} ", ident(&c.name));
+        match c.kind.as_str() {
+            "primary_key" => def.push_str(&format!("PRIMARY KEY ({})", cols(&c.columns))),
+            "unique" => def.push_str(&format!(
+                "UNIQUE{} ({})",
+                if c.nulls_not_distinct == Some(true) {
+                    " NULLS NOT DISTINCT"
+                } else {
+                    ""
+                },
+                cols(&c.columns)
+            )),
+            "check" => def.push_str(&format!(
+                "CHECK ({}){}",
+                c.check.as_deref().unwrap_or("true"),
+                if c.no_inherit == Some(true) {
+                    " NO INHERIT"
+                } else {
+                    ""
+                }
+            )),
+            "foreign_key" => {
+                let r = c
+                    .references
+                    .as_ref()
+                    .ok_or("a foreign_key constraint needs `references`")?;
+                def.push_str(&format!(
+                    "FOREIGN KEY ({}) REFERENCES {} ({})",
+                    cols(&c.columns),
+                    self.table_q(&self.resolve_table(&r.table)),
+                    cols(&r.columns)
+                ));
+                push_fk_options(
+                    &mut def,
+                    r.match_type.as_deref(),
+                    r.on_delete.as_deref(),
+                    r.on_update.as_deref(),
+                );
+            }
+            "exclude" => {
+                let e = c
+                    .exclude
+                    .as_ref()
+                    .ok_or("an exclude constraint needs `exclude`")?;
+                def.push_str(&format!(
+                    "EXCLUDE USING {} ({})",
+                    e.index_method.as_deref().unwrap_or("gist"),
+                    e.elements.as_deref().unwrap_or("")
+                ));
+                if let Some(p) = &e.predicate {
+                    def.push_str(&format!(" WHERE ({p})"));
+                }
+            }
+            other => return Err(format!("unknown constraint type {other:?}")),
+        }
+        if let Some(params) = &c.index_parameters {
+            if !params.include_columns.is_empty() {
+                def.push_str(&format!(" INCLUDE ({})", cols(&params.include_columns)));
+            }
+            if let Some(storage) = &params.storage_parameters {
+                def.push_str(&format!(" WITH ({storage})"));
+            }
+            if let Some(tablespace) = &params.tablespace {
+                def.push_str(&format!(" USING INDEX TABLESPACE {}", ident(tablespace)));
+            }
+        }
+        if c.deferrable == Some(true) {
+            def.push_str(" DEFERRABLE");
+            if c.initially_deferred == Some(true) {
+                def.push_str(" INITIALLY DEFERRED");
+            }
+        }
+        Ok(def)
+    }
+
+    pub(super) fn table_exists_in_new_version(&self, name: &str) -> bool {
+        self.shapes.iter().any(|s| s.new_name == name && !s.dropped)
+            || (self.cx.tables.contains_key(name)
+                && !self
+                    .shapes
+                    .iter()
+                    .any(|s| s.old_name.as_deref() == Some(name)))
+    }
+
+    /// Removes constraint `name` from the new version by duplicating its
+    /// columns without it. `up`/`down` give each column's conversion.
+    pub(super) fn drop_constraint_columns(
+        &mut self,
+        at: &str,
+        table: &str,
+        name: &str,
+        columns: Columns,
+        conversion: impl Fn(&str) -> (String, String),
+    ) {
+        let Some(s) = self.existing_shape(at, table, "drop_constraint") else {
             return;
         };
-        let change = ColumnChange {
-            type_: a.type_.clone(),
-            default: a.default.clone(),
-            nullable: a.nullable,
-        };
-        let Some(physical) =
-            self.duplicate_column(at, s, &a.column, change, &a.up, &a.down, &BTreeSet::new())
-        else {
+        let info = self.info(s).expect("existing table");
+        let Some(covered) = info.constraint_columns.get(name).cloned() else {
+            self.problem(
+                at,
+                format!("constraint {name:?} does not exist on table {table:?}"),
+            );
             return;
         };
-        let col = Column {
-            name: a.column.clone(),
-            type_: String::new(),
-            nullable: true,
-            pk: None,
-            unique: a.unique.as_ref().map(|_| true),
-            default: None,
-            check: a.check.clone(),
-            references: a.references.clone(),
-            comment: match &a.comment {
-                Some(Some(c)) => Some(c.clone()),
-                _ => None,
-            },
-            generated: None,
-        };
-        self.column_extras(s, &physical, &a.column, &col);
+        if columns == Columns::One && covered.len() != 1 {
+            self.problem(
+                at,
+                format!(
+                    "constraint {name:?} covers {} columns; use drop_multicolumn_constraint",
+                    covered.len()
+                ),
+            );
+            return;
+        }
+        // Its own backing index shares its name.
+        let expendable = BTreeSet::from([name.to_string()]);
+        for physical in &covered {
+            let Some(new_name) = self.shapes[s]
+                .new_cols
+                .iter()
+                .find(|(_, p)| p == physical)
+                .map(|(n, _)| n.clone())
+            else {
+                self.problem(
+                    at,
+                    format!(
+                        "column {physical:?} of constraint {name:?} is gone from the new version"
+                    ),
+                );
+                return;
+            };
+            let (up, down) = conversion(&new_name);
+            self.duplicate_column(
+                at,
+                s,
+                &new_name,
+                ColumnChange::default(),
+                &up,
+                &down,
+                &expendable,
+            );
+        }
     }
 }

@@ -1,0 +1,129 @@
+//! Plans `create_table`: the table is created under a temporary name that
+//! only the new version sees, and renamed at complete.
+
+use super::push_fk_options;
+use crate::migrate::format;
+use crate::migrate::names;
+use crate::migrate::plan::{Planner, Shape, Step};
+use crate::quote::{ident, literal};
+
+impl Planner<'_> {
+    pub(super) fn create_table(&mut self, at: &str, t: &format::CreateTable) {
+        if self.cx.tables.contains_key(&t.name) || self.shapes.iter().any(|s| s.new_name == t.name)
+        {
+            self.problem(at, format!("table {:?} already exists", t.name));
+            return;
+        }
+        let physical = names::new_table(&t.name);
+        let table = self.table_q(&physical);
+        let mut defs: Vec<String> = Vec::new();
+        for col in &t.columns {
+            defs.push(self.column_definition(col));
+        }
+        for c in &t.constraints {
+            match self.table_constraint(c) {
+                Ok(def) => defs.push(def),
+                Err(message) => self.problem(at, message),
+            }
+        }
+        let mut sql = format!("CREATE TABLE {table} ({})", defs.join(", "));
+        if let Some(comment) = &t.comment {
+            sql.push_str(&format!(
+                "; COMMENT ON TABLE {table} IS {}",
+                literal(comment)
+            ));
+        }
+        for col in &t.columns {
+            if let Some(comment) = &col.comment {
+                sql.push_str(&format!(
+                    "; COMMENT ON COLUMN {table}.{} IS {}",
+                    ident(&col.name),
+                    literal(comment)
+                ));
+            }
+        }
+        self.expand.push(Step::Sql { sql });
+        self.undo.push(Step::Sql {
+            sql: format!("DROP TABLE IF EXISTS {table}"),
+        });
+        self.contract
+            .push(format!("ALTER TABLE {table} RENAME TO {}", ident(&t.name)));
+        self.shapes.push(Shape {
+            physical,
+            old_name: None,
+            new_name: t.name.clone(),
+            physical_after: Some(t.name.clone()),
+            dropped: false,
+            old_cols: Vec::new(),
+            new_cols: t
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.name.clone()))
+                .collect(),
+            up: Vec::new(),
+            down: Vec::new(),
+            backfill_set: Vec::new(),
+            backfill_touch: false,
+            new_indexes: Default::default(),
+        });
+    }
+
+    /// A column's definition in CREATE TABLE: type, generated or identity,
+    /// default, NOT NULL, PRIMARY KEY, UNIQUE, check and foreign key.
+    fn column_definition(&self, col: &format::Column) -> String {
+        let mut d = format!("{} {}", ident(&col.name), col.type_);
+        if let Some(generated) = &col.generated {
+            if let Some(expr) = &generated.expression {
+                d.push_str(&format!(" GENERATED ALWAYS AS ({expr}) STORED"));
+            } else if let Some(identity) = &generated.identity {
+                let when = identity
+                    .user_specified_values
+                    .as_deref()
+                    .unwrap_or("BY DEFAULT")
+                    .to_uppercase();
+                d.push_str(&format!(" GENERATED {when} AS IDENTITY"));
+                if let Some(options) = &identity.sequence_options {
+                    d.push_str(&format!(" ({options})"));
+                }
+            }
+        }
+        if let Some(default) = &col.default {
+            d.push_str(&format!(" DEFAULT {default}"));
+        }
+        if !col.nullable {
+            d.push_str(" NOT NULL");
+        }
+        if col.pk == Some(true) {
+            d.push_str(" PRIMARY KEY");
+        }
+        if col.unique == Some(true) {
+            d.push_str(" UNIQUE");
+        }
+        if let Some(check) = &col.check {
+            d.push_str(&format!(
+                " CONSTRAINT {} CHECK ({})",
+                ident(&check.name),
+                check.constraint
+            ));
+        }
+        if let Some(fk) = &col.references {
+            let target = self.resolve_table(&fk.table);
+            d.push_str(&format!(
+                " CONSTRAINT {} REFERENCES {} ({})",
+                ident(&fk.name),
+                self.table_q(&target),
+                ident(&fk.column)
+            ));
+            push_fk_options(
+                &mut d,
+                fk.match_type.as_deref(),
+                fk.on_delete.as_deref(),
+                fk.on_update.as_deref(),
+            );
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests;

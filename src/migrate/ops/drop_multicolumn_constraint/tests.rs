@@ -1,0 +1,87 @@
+use expect_test::expect;
+
+use crate::migrate::ops::testkit::{check, check_problems};
+
+#[test]
+fn each_column_is_duplicated_with_its_own_conversion() {
+    check(
+        r#"
+operations:
+  - drop_multicolumn_constraint:
+      table: users
+      name: users_email_key
+      up: {email: "lower(email)"}
+      down: {email: email}
+"#,
+        expect![[r#"
+            -- start
+            CREATE SCHEMA IF NOT EXISTS "public_01_base"; CREATE VIEW "public_01_base"."users" WITH (security_invoker = true) AS SELECT "id", "name", "email", "created_at" FROM "public"."users"
+            ALTER TABLE "public"."users" ADD COLUMN "_pgshift_new_email" text
+            CREATE OR REPLACE FUNCTION "pgshift"."_pgshift_02_change_users"() RETURNS trigger LANGUAGE plpgsql AS $pgshift0$
+            BEGIN
+            IF current_setting('pgshift.version', true) IS DISTINCT FROM '02_change' THEN
+              DECLARE
+                _pgshift_result_0 "public"."users"."_pgshift_new_email"%TYPE;
+              BEGIN
+                DECLARE
+                  "id" "public"."users"."id"%TYPE := NEW."id";
+                  "name" "public"."users"."name"%TYPE := NEW."name";
+                  "email" "public"."users"."email"%TYPE := NEW."email";
+                  "created_at" "public"."users"."created_at"%TYPE := NEW."created_at";
+                BEGIN
+                  _pgshift_result_0 := (lower(email));
+                END;
+                NEW."_pgshift_new_email" := _pgshift_result_0;
+              END;
+            ELSE
+              DECLARE
+                _pgshift_result_0 "public"."users"."email"%TYPE;
+              BEGIN
+                DECLARE
+                  "id" "public"."users"."id"%TYPE := NEW."id";
+                  "name" "public"."users"."name"%TYPE := NEW."name";
+                  "email" "public"."users"."_pgshift_new_email"%TYPE := NEW."_pgshift_new_email";
+                  "created_at" "public"."users"."created_at"%TYPE := NEW."created_at";
+                BEGIN
+                  _pgshift_result_0 := (email);
+                END;
+                NEW."email" := _pgshift_result_0;
+              END;
+            END IF;
+            RETURN NEW;
+            END
+            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_users" BEFORE INSERT OR UPDATE ON "public"."users" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_users"()
+            ALTER TABLE "public"."users" ADD CONSTRAINT "_pgshift_not_null_email" CHECK ("_pgshift_new_email" IS NOT NULL) NOT VALID
+            CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."users" WITH (security_invoker = true) AS SELECT "id", "name", "_pgshift_new_email" AS "email", "created_at" FROM "public"."users"
+            -- backfill public.users by [id] set []
+            -- complete
+            ALTER TABLE "public"."users" VALIDATE CONSTRAINT "_pgshift_not_null_email"
+            DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+            DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"(); ALTER TABLE "public"."users" DROP COLUMN IF EXISTS "email"; ALTER TABLE "public"."users" RENAME COLUMN "_pgshift_new_email" TO "email"
+            ALTER TABLE "public"."users" ALTER COLUMN "email" SET NOT NULL; ALTER TABLE "public"."users" DROP CONSTRAINT "_pgshift_not_null_email"
+            -- rollback
+            DROP SCHEMA IF EXISTS "public_02_change" CASCADE
+            ALTER TABLE "public"."users" DROP CONSTRAINT IF EXISTS "_pgshift_not_null_email"
+            DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"()
+            ALTER TABLE "public"."users" DROP COLUMN IF EXISTS "_pgshift_new_email"
+            DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+            -- verify users._pgshift_new_email: SELECT count(*) FROM "public"."users" WHERE "_pgshift_new_email" IS NULL AND (lower(email)) IS NOT NULL
+        "#]],
+    );
+}
+
+#[test]
+fn a_missing_constraint_is_refused() {
+    check_problems(
+        r#"
+operations:
+  - drop_multicolumn_constraint:
+      table: users
+      name: nope
+      down: {}
+"#,
+        expect![[r#"
+            /operations/0/drop_multicolumn_constraint: constraint "nope" does not exist on table "users"
+        "#]],
+    );
+}

@@ -1,0 +1,260 @@
+//! Assembles the plan once every operation has been planned: the order of
+//! start's steps (old-version views, expand, concurrent indexes, triggers,
+//! NOT NULL checks, new-version views, backfill), complete's (validate,
+//! then one short switch transaction, then the late steps) and rollback's
+//! (the exact reverse of start).
+
+use super::trigger::trigger_sql;
+use super::{BackfillSpec, Plan, Planner, Shape, Step};
+use crate::migrate::names;
+use crate::quote::{ident, literal, qualified};
+
+/// The dual-write triggers of a plan: the steps that create them, and the
+/// SQL that drops each.
+struct Triggers {
+    create: Vec<Step>,
+    drop: Vec<String>,
+}
+
+impl Planner<'_> {
+    /// The plan, from what the operations added.
+    pub(super) fn finish(self) -> Plan {
+        let old_vs = names::version_schema(self.cx.schema, self.cx.old_version);
+        let (old_views, created_views) = self.old_views_step(&old_vs);
+        let triggers = self.triggers();
+        let mut start = vec![old_views];
+        start.extend(self.expand.iter().cloned());
+        start.extend(self.concurrent.iter().cloned());
+        start.extend(triggers.create.iter().cloned());
+        start.extend(self.after_triggers.iter().cloned());
+        start.push(self.new_views_step());
+        start.extend(self.backfill_steps());
+        let complete = self.complete_steps(&old_vs, &triggers);
+        let rollback = self.rollback_steps(&old_vs, &triggers, &created_views);
+        Plan {
+            version: self.m.name.clone(),
+            version_schema: self.version_schema.clone(),
+            old_version: self.cx.old_version.to_string(),
+            old_version_schema: old_vs,
+            start,
+            verify: self.verify,
+            complete,
+            rollback,
+        }
+    }
+
+    /// `WITH (security_invoker = true)` where the server has it: views then
+    /// check permissions as the querying user, not the view's owner.
+    fn view_options(&self) -> &'static str {
+        if self.cx.security_invoker {
+            "WITH (security_invoker = true) "
+        } else {
+            ""
+        }
+    }
+
+    /// Start's first step: the old version's schema with a view of each
+    /// table the migration touches, so old sessions stand on views before
+    /// any physical table changes. Also returns the views it creates in a
+    /// schema that existed already (rollback drops just those).
+    fn old_views_step(&self, old_vs: &str) -> (Step, Vec<String>) {
+        let schema = self.cx.schema;
+        let mut sql = format!("CREATE SCHEMA IF NOT EXISTS {}", ident(old_vs));
+        let mut created = Vec::new();
+        for shape in self.shapes.iter().filter(|s| s.old_name.is_some()) {
+            let name = shape.old_name.as_ref().expect("filtered");
+            if self.cx.old_schema_views.contains(name) {
+                continue;
+            }
+            let cols: Vec<String> = shape.old_cols.iter().map(|c| ident(c)).collect();
+            sql.push_str(&format!(
+                "; CREATE VIEW {} {}AS SELECT {} FROM {}",
+                qualified(old_vs, name),
+                self.view_options(),
+                cols.join(", "),
+                qualified(schema, &shape.physical)
+            ));
+            created.push(qualified(old_vs, name));
+        }
+        (Step::Sql { sql }, created)
+    }
+
+    /// One dual-write trigger per table whose shapes differ.
+    fn triggers(&self) -> Triggers {
+        let schema = self.cx.schema;
+        let version = &self.m.name;
+        let mut triggers = Triggers {
+            create: Vec::new(),
+            drop: Vec::new(),
+        };
+        for shape in self
+            .shapes
+            .iter()
+            .filter(|s| !s.up.is_empty() || !s.down.is_empty())
+        {
+            let name = names::trigger(&shape.physical, version);
+            let table = qualified(schema, &shape.physical);
+            triggers.create.push(Step::Sql {
+                sql: trigger_sql(schema, shape, &name, version),
+            });
+            triggers.drop.push(format!(
+                "DROP TRIGGER IF EXISTS {} ON {table}; DROP FUNCTION IF EXISTS {}()",
+                ident(&name),
+                qualified("pgshift", &name)
+            ));
+        }
+        triggers
+    }
+
+    /// The new version's schema: a view of each table in its new shape, and
+    /// a view that raises 42P01 for each name the new version no longer has
+    /// (dropped or renamed tables), which would otherwise still resolve to
+    /// the physical table through the search_path.
+    fn new_views_step(&self) -> Step {
+        let schema = self.cx.schema;
+        let vs = &self.version_schema;
+        let mut sql = format!("CREATE SCHEMA {}", ident(vs));
+        for shape in self.shapes.iter().filter(|s| !s.dropped) {
+            let cols: Vec<String> = shape
+                .new_cols
+                .iter()
+                .map(|(name, physical)| {
+                    if name == physical {
+                        ident(name)
+                    } else {
+                        format!("{} AS {}", ident(physical), ident(name))
+                    }
+                })
+                .collect();
+            sql.push_str(&format!(
+                "; CREATE VIEW {} {}AS SELECT {} FROM {}",
+                qualified(vs, &shape.new_name),
+                self.view_options(),
+                cols.join(", "),
+                qualified(schema, &shape.physical)
+            ));
+        }
+        for shape in &self.shapes {
+            let Some(old) = &shape.old_name else { continue };
+            let gone = shape.dropped || &shape.new_name != old;
+            let reused = self.shapes.iter().any(|o| !o.dropped && &o.new_name == old);
+            if gone && !reused {
+                sql.push_str(&format!(
+                    "; CREATE VIEW {} AS SELECT FROM pgshift.hidden_relation({}, {})",
+                    qualified(vs, old),
+                    literal(old),
+                    literal(&self.m.name)
+                ));
+            }
+        }
+        Step::Sql { sql }
+    }
+
+    /// A backfill per table that has rows to convert, keyed on its primary
+    /// key, else a unique NOT NULL key, else ctid.
+    fn backfill_steps(&self) -> Vec<Step> {
+        self.shapes
+            .iter()
+            .filter(|s| s.backfill_touch || !s.backfill_set.is_empty())
+            .map(|shape| Step::Backfill(self.backfill_spec(shape)))
+            .collect()
+    }
+
+    fn backfill_spec(&self, shape: &Shape) -> BackfillSpec {
+        let info = shape.old_name.as_ref().and_then(|n| self.cx.tables.get(n));
+        let key_cols = info
+            .map(|t| {
+                if !t.primary_key.is_empty() {
+                    t.primary_key.clone()
+                } else {
+                    t.unique_not_null.clone().unwrap_or_default()
+                }
+            })
+            .unwrap_or_default();
+        let key = key_cols
+            .iter()
+            .map(|k| {
+                let type_ = info
+                    .and_then(|t| t.column(k))
+                    .map(|c| c.type_.clone())
+                    .unwrap_or_default();
+                (k.clone(), type_)
+            })
+            .collect();
+        BackfillSpec {
+            schema: self.cx.schema.to_string(),
+            table: shape.physical.clone(),
+            key,
+            set: shape.backfill_set.clone(),
+            touch: shape.old_cols.first().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Complete: validate, drop the old version's schema, then the switch
+    /// (triggers dropped, contract, renames) as one short transaction, then
+    /// the late steps. With the triggers gone and the old columns not, a
+    /// write that bypasses the proxy would miss its conversion, so nothing
+    /// may commit in between.
+    fn complete_steps(&self, old_vs: &str, triggers: &Triggers) -> Vec<Step> {
+        let mut complete = self.validate.clone();
+        complete.push(Step::Sql {
+            sql: format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(old_vs)),
+        });
+        let mut switch: Vec<String> = triggers.drop.clone();
+        switch.extend(self.contract.iter().cloned());
+        for shape in self.shapes.iter().filter(|s| !s.dropped) {
+            let table = qualified(self.cx.schema, &shape.new_name);
+            for (name, physical) in &shape.new_cols {
+                if name != physical {
+                    switch.push(format!(
+                        "ALTER TABLE {table} RENAME COLUMN {} TO {}",
+                        ident(physical),
+                        ident(name)
+                    ));
+                }
+            }
+        }
+        if !switch.is_empty() {
+            complete.push(Step::Sql {
+                sql: switch.join("; "),
+            });
+        }
+        complete.extend(self.contract_late.iter().cloned());
+        complete
+    }
+
+    /// Rollback: remove everything start added, newest first; everything is
+    /// IF EXISTS, so a rollback after a partial start works too. The NOT
+    /// NULL checks go before the triggers that fill their columns, or
+    /// old-version writes in between would fail.
+    fn rollback_steps(
+        &self,
+        old_vs: &str,
+        triggers: &Triggers,
+        created_views: &[String],
+    ) -> Vec<Step> {
+        let mut rollback = vec![Step::Sql {
+            sql: format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE",
+                ident(&self.version_schema)
+            ),
+        }];
+        rollback.extend(self.undo_before_triggers.iter().rev().cloned());
+        for d in &triggers.drop {
+            rollback.push(Step::Sql { sql: d.clone() });
+        }
+        rollback.extend(self.undo.iter().rev().cloned());
+        if self.cx.old_schema_exists {
+            for v in created_views.iter().rev() {
+                rollback.push(Step::Sql {
+                    sql: format!("DROP VIEW IF EXISTS {v}"),
+                });
+            }
+        } else {
+            rollback.push(Step::Sql {
+                sql: format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(old_vs)),
+            });
+        }
+        rollback
+    }
+}
