@@ -53,7 +53,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxy import ROOT, Bench  # noqa: E402
+from proxy import Bench, ROOT, pgshift_exe  # noqa: E402
 
 VERSION = "01_load"
 MIGRATION = """{"operations": [
@@ -142,7 +142,7 @@ class Group:
 def migrator(bench, args, *cmd, marks=None):
     """Runs a migrator command; `marks` gets the time each log line first
     arrived, by key phrase. Retries while drained sessions are still listed."""
-    exe = os.path.join(ROOT, "target", "release", "pgshift")
+    exe = pgshift_exe()
     url = f"postgres://postgres@127.0.0.1:{bench.pg_port}/postgres?sslmode=disable"
     # Backfill tuning: pgshift's own defaults unless the command line says otherwise.
     tuning = []

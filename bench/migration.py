@@ -24,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from proxy import ROOT, Bench, parse  # noqa: E402
+from proxy import Bench, ROOT, parse, pgshift_exe  # noqa: E402
 
 MIGRATION = '{"operations": [{"rename_column": {"table": "pgbench_accounts", "from": "filler", "to": "pad"}}]}'
 
@@ -32,7 +32,7 @@ MIGRATION = '{"operations": [{"rename_column": {"table": "pgbench_accounts", "fr
 def pgshift(bench: Bench, *args: str) -> None:
     """Runs a migrator command. Sessions that just ended stay registered for
     up to a heartbeat, so a refusal for pinned sessions is retried."""
-    exe = os.path.join(ROOT, "target", "release", "pgshift")
+    exe = pgshift_exe()
     url = f"postgres://postgres@127.0.0.1:{bench.pg_port}/postgres?sslmode=disable"
     for _ in range(20):
         out = subprocess.run([exe, *args, "--database-url", url], capture_output=True, text=True,
@@ -43,6 +43,19 @@ def pgshift(bench: Bench, *args: str) -> None:
             break
         time.sleep(0.5)
     sys.exit(f"pgshift {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
+
+
+def wait_for_version(port: int, env: dict) -> None:
+    """Waits until the proxy on `port` serves the version that `env`'s
+    PGOPTIONS asks for: proxies hear of a started migration through NOTIFY,
+    a moment after `pgshift start` returns."""
+    for _ in range(100):
+        probe = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres",
+                                "-Atc", "SELECT 1"], capture_output=True, text=True, env=env)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.1)
+    sys.exit(f"the proxy does not serve the new version: {probe.stderr}")
 
 
 def main():
@@ -83,6 +96,7 @@ def main():
                 pgshift(bench, "start", migration)
                 # The proxy hears of the migration through NOTIFY; pgbench's
                 # sessions then ask for the new version.
+                wait_for_version(port, new_version)
                 versioned.append(parse(bench.pgbench(port, run, env=new_version))[0])
                 pgshift(bench, "rollback")
             p, v = statistics.median(plain), statistics.median(versioned)

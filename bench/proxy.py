@@ -39,6 +39,12 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def pgshift_exe() -> str:
+    """The pgshift binary to measure: $PGSHIFT_EXE (to compare two builds
+    on the same machine), else this checkout's release build."""
+    return os.environ.get("PGSHIFT_EXE") or os.path.join(ROOT, "target", "release", "pgshift")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,7 +107,7 @@ class Bench:
         """Starts `pgshift proxy` in front of the cluster; `config` is the path
         of a TOML file (for [[routes]]). Returns its port."""
         port = free_port()
-        exe = os.path.join(ROOT, "target", "release", "pgshift")
+        exe = pgshift_exe()
         if not os.path.exists(exe):
             sys.exit("build first: cargo build --release")
         env = dict(os.environ, RUST_LOG=log_level)
