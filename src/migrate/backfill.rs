@@ -46,13 +46,22 @@ fn plan_cache_mode(mode: &str) -> String {
     )
 }
 
+/// Which keyset batch: the first, from the start of the key, or a later
+/// one, after the last key done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    First,
+    After,
+}
+
 /// The SQL of one keyset batch, checkpoint included, so that a batch is a
 /// single statement (one round trip, its own transaction). Parameters, in
-/// order: the last key done (text[], only when `with_lower`), the upper
+/// order: the last key done (text[], only for [`Batch::After`]), the upper
 /// bound (text[]), the batch size, then the schema, version and table of
 /// the checkpoint row. It returns the rows updated, the batch's last key
 /// (NULL when no row was left) and the batch's [`SERVER_TIME`].
-pub fn keyset_batch_sql(spec: &BackfillSpec, with_lower: bool) -> String {
+pub fn keyset_batch_sql(spec: &BackfillSpec, batch: Batch) -> String {
+    let with_lower = batch == Batch::After;
     let table = qualified(&spec.schema, &spec.table);
     let keys: Vec<String> = spec.key.iter().map(|(k, _)| ident(k)).collect();
     let aliases: Vec<String> = (0..keys.len()).map(|i| format!("_pgshift_k{i}")).collect();
@@ -338,8 +347,14 @@ impl Batches<'_> {
             (None, client.prepare(&ctid_batch_sql(spec)).await?)
         } else {
             (
-                Some(client.prepare(&keyset_batch_sql(spec, false)).await?),
-                client.prepare(&keyset_batch_sql(spec, true)).await?,
+                Some(
+                    client
+                        .prepare(&keyset_batch_sql(spec, Batch::First))
+                        .await?,
+                ),
+                client
+                    .prepare(&keyset_batch_sql(spec, Batch::After))
+                    .await?,
             )
         };
         let mut size = self.tuning.batch_size.max(1);

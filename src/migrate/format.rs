@@ -110,18 +110,25 @@ pub fn load(path: &Path) -> Result<Migration, FormatError> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let yaml = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => false,
-        Some("yaml" | "yml") => true,
+    let syntax = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => Syntax::Json,
+        Some("yaml" | "yml") => Syntax::Yaml,
         _ => return Err(FormatError::Extension { file }),
     };
-    parse(&file, &stem, &text, yaml)
+    parse(&file, &stem, &text, syntax)
 }
 
-/// Parses migration text. `stem` names the migration unless the document has
-/// a `name`; `file` is only used in messages.
-pub fn parse(file: &str, stem: &str, text: &str, yaml: bool) -> Result<Migration, FormatError> {
-    let raw: serde_json::Value = if yaml {
+/// The syntax a migration file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Json,
+    Yaml,
+}
+
+/// Parses migration text in `syntax`. `stem` names the migration unless the
+/// document has a `name`; `file` is only used in messages.
+pub fn parse(file: &str, stem: &str, text: &str, syntax: Syntax) -> Result<Migration, FormatError> {
+    let raw: serde_json::Value = if syntax == Syntax::Yaml {
         serde_norway::from_str(text).map_err(|e| FormatError::Syntax {
             file: file.to_string(),
             format: "YAML",

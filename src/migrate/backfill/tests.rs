@@ -15,7 +15,10 @@ fn spec(key: &[(&str, &str)]) -> BackfillSpec {
 
 #[test]
 fn keyset_sql_uses_row_comparison_and_aliases() {
-    let sql = keyset_batch_sql(&spec(&[("order", "integer"), ("line", "text")]), true);
+    let sql = keyset_batch_sql(
+        &spec(&[("order", "integer"), ("line", "text")]),
+        Batch::After,
+    );
     assert!(
         sql.contains(r#"("order", "line") > (($1::text[])[1]::integer, ($1::text[])[2]::text)"#),
         "{sql}"
@@ -26,7 +29,7 @@ fn keyset_sql_uses_row_comparison_and_aliases() {
     );
     assert!(sql.contains(r#"SET "order" = t."order""#), "{sql}");
     assert!(sql.contains(r#"FROM ONLY "public"."Order Items""#), "{sql}");
-    let first = keyset_batch_sql(&spec(&[("id", "bigint")]), false);
+    let first = keyset_batch_sql(&spec(&[("id", "bigint")]), Batch::First);
     assert!(
         first.contains(r#"("id") <= (($1::text[])[1]::bigint)"#) && first.contains("LIMIT $2"),
         "{first}"

@@ -1,13 +1,19 @@
 use super::*;
 
 fn json(text: &str) -> Result<Migration, FormatError> {
-    parse("03_test.json", "03_test", text, false)
+    parse("03_test.json", "03_test", text, Syntax::Json)
 }
 
 #[test]
 fn the_documented_examples_parse() {
     let yaml = "operations:\n  - add_column:\n      table: products\n      up: UPPER(name)\n      column: { name: description, type: varchar(255), nullable: true }\n";
-    let m = parse("03_add_description.yaml", "03_add_description", yaml, true).unwrap();
+    let m = parse(
+        "03_add_description.yaml",
+        "03_add_description",
+        yaml,
+        Syntax::Yaml,
+    )
+    .unwrap();
     assert_eq!(m.name, "03_add_description");
     match &m.operations[0] {
         Operation::AddColumn(a) => {
@@ -27,7 +33,7 @@ fn the_documented_examples_parse() {
     assert!(
         matches!(&m.operations[0], Operation::AlterColumn(a) if a.type_.as_deref() == Some("integer") && a.default.is_none())
     );
-    let m = parse("x.yaml", "x", "operations:\n  - create_index: { name: idx_fruits_name, table: fruits, columns: [{ column: name }] }\n", true).unwrap();
+    let m = parse("x.yaml", "x", "operations:\n  - create_index: { name: idx_fruits_name, table: fruits, columns: [{ column: name }] }\n", Syntax::Yaml).unwrap();
     assert!(matches!(&m.operations[0], Operation::CreateIndex(c) if c.columns[0].column == "name"));
 }
 
@@ -143,7 +149,7 @@ fn sql_must_stand_alone_and_syntax_errors_name_the_format() {
         err.to_string().contains("must be the only operation"),
         "{err}"
     );
-    let err = parse("x.yaml", "x", "operations: [\n", true).unwrap_err();
+    let err = parse("x.yaml", "x", "operations: [\n", Syntax::Yaml).unwrap_err();
     assert!(err.to_string().contains("not valid YAML"), "{err}");
     let err = json("{").unwrap_err();
     assert!(err.to_string().contains("not valid JSON"), "{err}");

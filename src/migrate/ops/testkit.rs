@@ -109,7 +109,7 @@ pub(super) fn tables() -> BTreeMap<String, TableInfo> {
 /// Plans the YAML migration `02_change` against the fixture, at version
 /// `01_base`, on Postgres 15 (security_invoker views).
 pub(super) fn plan(yaml: &str) -> Result<Plan, Vec<Problem>> {
-    let migration = format::parse("02_change.yaml", "02_change", yaml, true)
+    let migration = format::parse("02_change.yaml", "02_change", yaml, format::Syntax::Yaml)
         .unwrap_or_else(|e| panic!("the test's migration is valid: {e}"));
     let tables = tables();
     let indexes = vec![
