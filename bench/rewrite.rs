@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pgshift::rewrite::{Rewriter, VersionView};
+use pgshift::rewrite::{Options, Rewriter, VersionView};
 
 fn view() -> VersionView {
     VersionView {
@@ -16,6 +16,10 @@ fn view() -> VersionView {
         views: BTreeMap::from([("users".to_string(), "users".to_string())]),
         columns: BTreeMap::new(),
         migrating: BTreeSet::from(["users".to_string()]),
+        version_schemas: BTreeSet::from([
+            "public_03_base".to_string(),
+            "public_04_split_name".to_string(),
+        ]),
     }
 }
 
@@ -32,20 +36,24 @@ WHERE \"users\".\"email\" = $1 AND \"orders\".\"status\" IN ($2, $3) ORDER BY \"
 
 fn rewrite(c: &mut Criterion) {
     let rewriter = Rewriter::new(view());
+    let options = Options::default();
     assert!(rewriter.may_need_rewrite(ORM_QUALIFIED));
     assert!(!rewriter.may_need_rewrite(ORM_UNQUALIFIED));
     c.bench_function("parse and rewrite a qualified ORM select", |b| {
-        b.iter(|| rewriter.rewrite(black_box(ORM_QUALIFIED)).unwrap())
+        b.iter(|| rewriter.rewrite(black_box(ORM_QUALIFIED), options))
     });
     c.bench_function("scan and pass an unqualified ORM select", |b| {
-        b.iter(|| rewriter.rewrite(black_box(ORM_UNQUALIFIED)).unwrap())
+        b.iter(|| rewriter.rewrite(black_box(ORM_UNQUALIFIED), options))
     });
     c.bench_function("rewrite SET search_path", |b| {
-        b.iter(|| {
-            rewriter
-                .rewrite(black_box("SET search_path TO app, public"))
-                .unwrap()
-        })
+        b.iter(|| rewriter.rewrite(black_box("SET search_path TO app, public"), options))
+    });
+    let in_list = format!(
+        "SELECT count(*) FROM public.users WHERE id IN ({})",
+        vec!["1"; 50_000].join(",")
+    );
+    c.bench_function("rewrite a 200 KB IN list", |b| {
+        b.iter(|| rewriter.rewrite(black_box(&in_list), options))
     });
 }
 

@@ -269,31 +269,31 @@ pub async fn views(
 /// The (view column, table column) pairs of a pgshift version view, whose
 /// definition is `SELECT t.a, t.b AS c, ... FROM t`. Anything else gives none.
 fn view_columns(definition: &str) -> Vec<(String, String)> {
-    use sqlparser::ast::{Expr, SelectItem, SetExpr, Statement};
-    let dialect = sqlparser::dialect::PostgreSqlDialect {};
-    let Ok(mut parsed) = sqlparser::parser::Parser::parse_sql(&dialect, definition) else {
+    use crate::rewrite::Lite;
+    let Ok(parsed) = pg_query::parse(definition, pg_query::ParserOptions::DEFAULT) else {
         return Vec::new();
     };
-    let Some(Statement::Query(query)) = parsed.pop() else {
+    let Some(stmt) = parsed
+        .protobuf
+        .stmts
+        .first()
+        .and_then(|s| s.stmt.as_deref())
+    else {
         return Vec::new();
     };
-    let SetExpr::Select(select) = *query.body else {
-        return Vec::new();
-    };
-    let column = |e: &Expr| match e {
-        Expr::Identifier(i) => Some(i.value.clone()),
-        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()),
-        _ => None,
-    };
+    let select = Lite::of(stmt);
     select
-        .projection
+        .list("target_list")
         .iter()
-        .filter_map(|item| match item {
-            SelectItem::UnnamedExpr(e) => column(e).map(|c| (c.clone(), c)),
-            SelectItem::ExprWithAlias { expr, alias } => {
-                column(expr).map(|c| (alias.value.clone(), c))
-            }
-            _ => None,
+        .filter_map(|target| {
+            let column = Lite::names(target.get("val")?.list("fields"))?
+                .last()?
+                .to_string();
+            let name = match target.str("name") {
+                "" => column.clone(),
+                alias => alias.to_string(),
+            };
+            Some((name, column))
         })
         .collect()
 }

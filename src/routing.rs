@@ -74,6 +74,7 @@ pub fn view_of(migration: &LiveMigration, schema: &str, version: &str) -> Option
             .chain(m.new_views.values())
             .map(|(t, _)| t.clone())
             .collect(),
+        version_schemas: [m.old_schema.clone(), m.new_schema.clone()].into(),
     })
 }
 

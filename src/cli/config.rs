@@ -86,6 +86,7 @@ pub fn resolve_proxy(cli: &ProxySettings, file: Option<&Path>) -> Result<ProxyCo
     config.max_message_length = merged
         .max_message_length
         .unwrap_or(config.max_message_length);
+    config.max_rewrite_size = merged.max_rewrite_size.unwrap_or(config.max_rewrite_size);
     config.log_format = merged.log_format.unwrap_or(config.log_format);
     config.workers = merged.workers.unwrap_or(config.workers);
     config.schema = merged.schema.unwrap_or(config.schema);
@@ -104,6 +105,7 @@ pub fn resolve_proxy(cli: &ProxySettings, file: Option<&Path>) -> Result<ProxyCo
         1024,
         " bytes",
     )?;
+    at_least("max_rewrite_size", config.max_rewrite_size, 1024, " bytes")?;
     Ok(config)
 }
 
@@ -199,6 +201,11 @@ pub struct ProxySettings {
     /// Longest client message in bytes [default: 268435456]
     #[arg(long, env = "PGSHIFT_MAX_MESSAGE_LENGTH")]
     pub max_message_length: Option<usize>,
+    /// Longest statement text held for a rewrite during a migration, in
+    /// bytes; a longer one that may need a rewrite gets SQLSTATE 54000
+    /// [default: 16777216]
+    #[arg(long, env = "PGSHIFT_MAX_REWRITE_SIZE")]
+    pub max_rewrite_size: Option<usize>,
     /// Time allowed to connect to the upstream [default: 5s]
     #[arg(long, env = "PGSHIFT_CONNECT_TIMEOUT")]
     pub connect_timeout: Option<String>,
@@ -232,6 +239,7 @@ impl ProxySettings {
             startup_timeout: self.startup_timeout.or(other.startup_timeout),
             message_timeout: self.message_timeout.or(other.message_timeout),
             max_message_length: self.max_message_length.or(other.max_message_length),
+            max_rewrite_size: self.max_rewrite_size.or(other.max_rewrite_size),
             connect_timeout: self.connect_timeout.or(other.connect_timeout),
             drain_timeout: self.drain_timeout.or(other.drain_timeout),
             log_format: self.log_format.or(other.log_format),

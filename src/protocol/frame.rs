@@ -16,6 +16,14 @@ pub enum Want {
     Header,
     /// Hold the frame back until it is complete and pass it to [`FrameVisitor::frame`].
     Whole,
+    /// Stream the body through [`FrameVisitor::body`] as it arrives, but
+    /// hold back its last `n` bytes (at most the body) until all of them
+    /// are there, then pass them to [`FrameVisitor::tail`]: a frame too
+    /// large to hold whole whose end may have to change.
+    Tail(usize),
+    /// Do not forward the frame: its header and body, as they arrive, are
+    /// reported to [`FrameVisitor::dropped`] for the caller to leave out.
+    Drop,
 }
 
 /// Receives the frames that a [`FrameScanner`] walks over.
@@ -29,6 +37,22 @@ pub trait FrameVisitor {
     /// [`FrameVisitor::header`] asked for [`Want::Whole`]; `at` is its offset
     /// in the buffer passed to [`FrameScanner::scan`].
     fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), Self::Error>;
+
+    /// For [`Want::Tail`]: called with each part of the body before the
+    /// held tail, in order, as it is forwarded.
+    fn body(&mut self, _part: &[u8]) {}
+
+    /// For [`Want::Tail`]: called once with the held tail (the body's last
+    /// bytes); `at` is its offset in the buffer passed to
+    /// [`FrameScanner::scan`].
+    fn tail(&mut self, _at: usize, _tail: &[u8]) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// For [`Want::Drop`]: bytes `at..at + len` of the buffer passed to
+    /// [`FrameScanner::scan`] belong to the dropped frame (`first` for the
+    /// part that holds its header).
+    fn dropped(&mut self, _at: usize, _len: usize, _first: bool) {}
 }
 
 /// Walks the message frames in a byte stream that arrives in arbitrary chunks,
@@ -38,6 +62,10 @@ pub trait FrameVisitor {
 pub struct FrameScanner {
     /// Body bytes of the current streamed frame still to pass.
     remaining: usize,
+    /// Of those, the last ones a [`Want::Tail`] frame holds back.
+    hold: usize,
+    /// The current frame's bytes are dropped ([`Want::Drop`]).
+    dropping: bool,
     /// The header at the front of the next chunk was seen and wants the whole frame.
     awaiting_whole: bool,
 }
@@ -56,14 +84,30 @@ impl FrameScanner {
     ) -> Result<usize, V::Error> {
         let mut pos = 0;
         loop {
-            if self.remaining > 0 {
-                let n = self.remaining.min(buf.len() - pos);
+            if self.remaining > self.hold {
+                let n = (self.remaining - self.hold).min(buf.len() - pos);
+                if self.hold > 0 {
+                    visitor.body(&buf[pos..pos + n]);
+                }
+                if self.dropping && n > 0 {
+                    visitor.dropped(pos, n, false);
+                }
                 pos += n;
                 self.remaining -= n;
-                if self.remaining > 0 {
+                if self.remaining > self.hold {
                     return Ok(pos);
                 }
             }
+            if self.hold > 0 {
+                if buf.len() - pos < self.hold {
+                    return Ok(pos);
+                }
+                visitor.tail(pos, &buf[pos..pos + self.hold])?;
+                pos += self.hold;
+                self.remaining = 0;
+                self.hold = 0;
+            }
+            self.dropping = self.dropping && self.remaining > 0;
             if buf.len() - pos < HEADER_LEN {
                 return Ok(pos);
             }
@@ -85,6 +129,17 @@ impl FrameScanner {
                 Want::Header => {
                     pos += HEADER_LEN;
                     self.remaining = len as usize - 4;
+                }
+                Want::Tail(n) => {
+                    pos += HEADER_LEN;
+                    self.remaining = len as usize - 4;
+                    self.hold = n.min(self.remaining);
+                }
+                Want::Drop => {
+                    visitor.dropped(pos, HEADER_LEN, true);
+                    pos += HEADER_LEN;
+                    self.remaining = len as usize - 4;
+                    self.dropping = true;
                 }
                 Want::Whole => {
                     let total = 1 + len as usize;

@@ -62,6 +62,30 @@ pub fn error_message(frame: &[u8]) -> String {
     }
 }
 
+/// The SQLSTATE (field `C`) of an ErrorResponse (whole frame), if it decodes.
+pub fn error_code(frame: &[u8]) -> Option<String> {
+    let mut buf = BytesMut::from(frame);
+    let ctx = DecodeContext::new(ProtocolVersion::PROTOCOL3_0);
+    let e = ErrorResponse::decode(&mut buf, &ctx).ok()??;
+    e.fields
+        .into_iter()
+        .find(|(code, _)| *code == b'C')
+        .map(|(_, c)| c)
+}
+
+/// The name and value of a ParameterStatus message (whole frame: 'S',
+/// length, name, value), if it is well formed.
+pub fn parameter_status(frame: &[u8]) -> Option<(&str, &str)> {
+    let body = frame.get(HEADER_LEN..)?;
+    let name_end = body.iter().position(|b| *b == 0)?;
+    let rest = &body[name_end + 1..];
+    let value_end = rest.iter().position(|b| *b == 0)?;
+    Some((
+        std::str::from_utf8(&body[..name_end]).ok()?,
+        std::str::from_utf8(&rest[..value_end]).ok()?,
+    ))
+}
+
 /// Encodes a whole simple-query result in text format ("Simple Query"):
 /// RowDescription with `columns` (all of type text, OID 25), one DataRow per
 /// row (`None` is SQL NULL), then CommandComplete with `tag`.

@@ -30,6 +30,10 @@ pub struct ProxyConfig {
     pub message_timeout: Duration,
     /// Longest frontend message accepted, in bytes (type byte excluded).
     pub max_message_length: usize,
+    /// Longest Query or Parse that a session of a live migration has held
+    /// whole for a rewrite, in bytes; a longer one that may need a rewrite
+    /// is made to fail with SQLSTATE 54000.
+    pub max_rewrite_size: usize,
     /// How long to wait for an upstream TCP connection and its TLS handshake.
     pub connect_timeout: Duration,
     /// On SIGTERM/SIGINT, how long busy sessions may run before they are closed.
@@ -59,6 +63,7 @@ impl ProxyConfig {
             startup_timeout: Duration::from_secs(10),
             message_timeout: Duration::from_secs(60),
             max_message_length: 256 << 20,
+            max_rewrite_size: 16 << 20,
             connect_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             log_format: LogFormat::Text,

@@ -16,7 +16,7 @@ use proptest::sample::Index;
 
 use super::placement::Placement;
 use super::relay::{self, ClientLimits, RelayEnd, SessionState};
-use crate::rewrite::{Rewriter, VersionView};
+use crate::rewrite::{Options, Rewriter, VersionView};
 use crate::routing::RouteRule;
 use crate::state::Phase;
 use crate::state::versions::{LiveMigration, Versions};
@@ -47,11 +47,20 @@ fn frontend_seeds() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// The rewriter's seeds: `tests/fuzz/rewrite.sql`, and every statement of
+/// Postgres's regression SQL that the rewriter's scan flags.
 fn rewrite_seeds() -> Vec<Vec<u8>> {
+    let scan = crate::rewrite::Scan::new("public");
     corpus_file("rewrite.sql")
         .lines()
         .filter(|l| !l.starts_with("--") && !l.is_empty())
         .map(|l| l.as_bytes().to_vec())
+        .chain(
+            crate::rewrite::corpus::statements()
+                .into_iter()
+                .filter(|(_, s)| scan.flags(s))
+                .map(|(_, s)| s.into_bytes()),
+        )
         .collect()
 }
 
@@ -100,6 +109,7 @@ fn view() -> VersionView {
             ],
         )]),
         migrating: BTreeSet::from(["users".into()]),
+        version_schemas: BTreeSet::from(["public_01_old".into(), "public_02_new".into()]),
     }
 }
 
@@ -139,10 +149,12 @@ fn relay_once(input: &[u8], rewriting: bool) -> (RelayEnd, Vec<u8>) {
                 None,
             )
         });
-        let state = SessionState::new();
+        let state = SessionState::new(Options::default());
         let limits = ClientLimits {
             max_message_length: 1 << 16,
             message_timeout: Duration::from_secs(1),
+            // Small, so that long messages take the streaming path too.
+            max_rewrite_size: 1 << 10,
         };
         let mut client = input;
         let mut upstream = Vec::new();
@@ -199,15 +211,23 @@ proptest! {
         let _ = relay_once(&input, true);
     }
 
-    /// The rewriter on any text: no panic; text the scan clears is never
-    /// changed; a rewrite is a complete, UTF-8 statement text.
+    /// The rewriter on any text, with either string setting: no panic;
+    /// text the scan clears is never changed; every edit lies on the text's
+    /// character boundaries and leaves the rest as it was.
     #[test]
-    fn the_rewriter_never_panics(input in mutated(rewrite_seeds())) {
+    fn the_rewriter_never_panics(input in mutated(rewrite_seeds()), scs in any::<bool>()) {
         let text = String::from_utf8_lossy(&input);
         let rewriter = Rewriter::new(view());
-        let out = rewriter.rewrite(&text);
+        let options = Options { standard_conforming_strings: scs };
+        let edits = rewriter.edits(&text, options);
         if !rewriter.may_need_rewrite(&text) {
-            prop_assert!(matches!(out, Ok(crate::rewrite::Rewritten::Unchanged)), "{out:?}");
+            prop_assert!(edits.is_empty(), "{edits:?}");
+        }
+        let mut last = 0;
+        for e in &edits {
+            prop_assert!(e.start >= last && e.start <= e.end && e.end <= text.len(), "{edits:?}");
+            prop_assert!(text.is_char_boundary(e.start) && text.is_char_boundary(e.end));
+            last = e.end;
         }
     }
 }

@@ -8,10 +8,13 @@ pub mod config;
 mod console;
 #[cfg(test)]
 mod fuzz;
+mod oversized;
 mod placement;
 pub mod registry;
 mod relay;
+mod rewriter;
 mod session;
+mod session_state;
 mod startup;
 mod threads;
 pub mod versions;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use super::registry::SessionInfo;
+use super::rewriter::SessionRewriter;
 use super::versions::Snapshot;
 use crate::quote;
 use crate::state::VERSION_SETTING;
@@ -99,7 +100,7 @@ impl Placement {
             return;
         };
         let (target, view) = crate::routing::placement(&versions, &self.version);
-        if self.rewriter.as_ref().map(|r| r.rewriter.view()) != view.as_ref() {
+        if self.rewriter.as_ref().map(|r| r.view()) != view.as_ref() {
             let counts = self
                 .rewriter
                 .as_ref()
@@ -185,66 +186,6 @@ impl Placement {
                 tracing::warn!(version = %self.version, version_schema = %schema, error = %e, "could not move the session onto its version's views")
             }
         }
-    }
-}
-
-/// Rewrites the SQL of one session's Query and Parse messages for its
-/// version, caching by statement text.
-pub struct SessionRewriter {
-    rewriter: crate::rewrite::Rewriter,
-    /// Statement text → its replacement (`None`: unchanged).
-    cache: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// Among texts the scan flagged: cache lookups that found the text, and
-    /// those that did not (texts the scan clears are neither parsed nor cached).
-    pub hits: u64,
-    pub misses: u64,
-}
-
-/// Entries a session's rewrite cache keeps before starting afresh.
-const REWRITE_CACHE_ENTRIES: usize = 1024;
-
-impl SessionRewriter {
-    /// A rewriter for a session of `view`'s version.
-    pub fn new(view: crate::rewrite::VersionView) -> Self {
-        SessionRewriter {
-            rewriter: crate::rewrite::Rewriter::new(view),
-            cache: std::collections::HashMap::new(),
-            hits: 0,
-            misses: 0,
-        }
-    }
-
-    /// The replacement for `sql`, if it changes. Text that is not UTF-8
-    /// (another client_encoding) goes unchanged.
-    fn rewrite(&mut self, sql: &[u8]) -> Option<Vec<u8>> {
-        let text = std::str::from_utf8(sql).ok()?;
-        if !self.rewriter.may_need_rewrite(text) {
-            return None;
-        }
-        if let Some(hit) = self.cache.get(sql) {
-            self.hits += 1;
-            return hit.clone();
-        }
-        self.misses += 1;
-        let out = match self.rewriter.rewrite(text) {
-            Ok(crate::rewrite::Rewritten::Unchanged) => None,
-            Ok(crate::rewrite::Rewritten::Text(t)) => Some(t.into_bytes()),
-            Err(e) => Some(crate::rewrite::error_statement(&e.to_string()).into_bytes()),
-        };
-        if self.cache.len() >= REWRITE_CACHE_ENTRIES {
-            self.cache.clear();
-        }
-        self.cache.insert(sql.to_vec(), out.clone());
-        out
-    }
-
-    /// The rewritten frame for a whole Query or Parse frame, if it changes
-    /// ("Message Formats": Query is a string; Parse is a name, a string and
-    /// the parameter types).
-    pub fn rewrite_frame(&mut self, frame: &[u8]) -> Option<Vec<u8>> {
-        let (_, sql, _) = crate::protocol::messages::sql_of(frame)?;
-        let new_sql = self.rewrite(sql)?;
-        crate::protocol::messages::with_sql(frame, &new_sql)
     }
 }
 

@@ -3,124 +3,22 @@
 //! only message headers with [`FrameScanner`]. The two directions run
 //! concurrently in one task, so neither can block the other.
 
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::Notify;
 
 use super::SessionError;
+use super::oversized::{self, Oversized};
 use super::placement::Placement;
+pub use super::session_state::SessionState;
 use crate::protocol::messages;
-use crate::protocol::tags::{backend, frontend, status};
+use crate::protocol::tags::{backend, frontend};
 use crate::protocol::{FrameScanner, FrameVisitor, Want, WireError};
 
 /// Bytes asked of the kernel per read.
 const READ_CHUNK: usize = 32 * 1024;
-
-/// What both directions know of a session, for draining and clean-up.
-///
-/// Every Query, Sync and FunctionCall that the client sends is answered by
-/// exactly one ReadyForQuery ("Message Flow"), so the session has a request in
-/// flight exactly when fewer ReadyForQuery messages came back than such
-/// messages went out.
-#[derive(Debug, Default)]
-pub struct SessionState {
-    sync_points_sent: AtomicU64,
-    ready_received: AtomicU64,
-    /// Transaction status byte of the last ReadyForQuery: 'I', 'T' or 'E'.
-    transaction_status: AtomicU8,
-    /// True while the upstream→client stream stands between two messages.
-    client_at_boundary: AtomicBool,
-    /// True once the last upstream message was an ErrorResponse.
-    upstream_sent_error: AtomicBool,
-    /// Set while someone waits in [`SessionState::wait_idle`].
-    watch_idle: AtomicBool,
-    became_idle: Notify,
-    /// Set while the replies to a Query of pgshift's own (a session move)
-    /// are due: they are dropped instead of reaching the client.
-    swallowing: AtomicBool,
-    /// The error message that Query got, if any.
-    swallowed_error: Mutex<Option<String>>,
-    swallow_done: Notify,
-}
-
-impl SessionState {
-    /// A state for a session that has just received its first ReadyForQuery.
-    pub fn new() -> Self {
-        let state = SessionState::default();
-        state
-            .transaction_status
-            .store(status::IDLE, Ordering::Relaxed);
-        state.client_at_boundary.store(true, Ordering::Relaxed);
-        state
-    }
-
-    /// True while a request waits for its ReadyForQuery.
-    pub fn busy(&self) -> bool {
-        self.sync_points_sent.load(Ordering::Relaxed) != self.ready_received.load(Ordering::Relaxed)
-    }
-
-    /// True when nothing is in flight and no transaction is open.
-    pub fn idle(&self) -> bool {
-        !self.busy() && self.transaction_status.load(Ordering::Relaxed) == status::IDLE
-    }
-
-    /// The transaction status of the last ReadyForQuery ('I', 'T' or 'E').
-    pub fn transaction_status(&self) -> u8 {
-        self.transaction_status.load(Ordering::Relaxed)
-    }
-
-    /// True when pgshift may write a message of its own to the client.
-    pub fn client_at_boundary(&self) -> bool {
-        self.client_at_boundary.load(Ordering::Relaxed)
-    }
-
-    /// True when the last upstream message was an ErrorResponse.
-    pub fn upstream_sent_error(&self) -> bool {
-        self.upstream_sent_error.load(Ordering::Relaxed)
-    }
-
-    /// Waits until the session is idle. Any number of tasks may wait.
-    pub async fn wait_idle(&self) {
-        self.watch_idle.store(true, Ordering::Relaxed);
-        loop {
-            let notified = self.became_idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.idle() {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Sends `query`, a simple Query of pgshift's own, and waits for its
-    /// ReadyForQuery; its replies never reach the client. Call only while
-    /// the session is idle and between two client messages. Errors: the
-    /// message of the query's ErrorResponse, or the write's failure.
-    async fn run_own_query<W: AsyncWrite + Unpin>(
-        &self,
-        upstream: &mut W,
-        query: &[u8],
-    ) -> Result<Result<(), String>, std::io::Error> {
-        let done = self.swallow_done.notified();
-        tokio::pin!(done);
-        done.as_mut().enable();
-        self.swallowing.store(true, Ordering::Relaxed);
-        self.sync_points_sent.fetch_add(1, Ordering::Relaxed);
-        write_flush(upstream, query).await?;
-        done.await;
-        Ok(
-            match self.swallowed_error.lock().expect("not poisoned").take() {
-                Some(message) => Err(message),
-                None => Ok(()),
-            },
-        )
-    }
-}
 
 /// How one direction of the relay ended.
 #[derive(Debug)]
@@ -146,10 +44,14 @@ pub struct ClientLimits {
     pub max_message_length: usize,
     /// How long a begun message may take to complete.
     pub message_timeout: Duration,
+    /// Longest Query or Parse held whole for a rewrite, in bytes; longer
+    /// ones stream through (see `oversized`).
+    pub max_rewrite_size: usize,
 }
 
 /// Checks each frontend message header, counts requests, spots Terminate,
-/// and rewrites Query and Parse messages when the session has a rewriter.
+/// and holds Query and Parse messages whole when the session has a
+/// rewriter, for the relay to rewrite before it forwards them.
 struct ClientFrames<'a> {
     state: &'a SessionState,
     limits: ClientLimits,
@@ -157,8 +59,21 @@ struct ClientFrames<'a> {
     /// True after an extended-protocol message that no Sync has closed yet.
     unsynced: bool,
     placement: Option<&'a mut Placement>,
-    /// (offset, length, replacement) of frames rewritten in the current scan.
+    /// (offset, length) of the whole Query and Parse frames of the current
+    /// scan, for the relay to rewrite.
+    held: Vec<(usize, usize)>,
+    /// (offset, length, replacement) of bytes replaced in the current scan.
     replacements: Vec<(usize, usize, Vec<u8>)>,
+    /// The Query or Parse streaming through, too long to hold.
+    oversized: Option<(Oversized, u64)>,
+}
+
+impl ClientFrames<'_> {
+    fn rewriting(&self) -> bool {
+        self.placement
+            .as_ref()
+            .is_some_and(|p| p.rewriter.is_some())
+    }
 }
 
 impl FrameVisitor for ClientFrames<'_> {
@@ -184,28 +99,57 @@ impl FrameVisitor for ClientFrames<'_> {
             frontend::TERMINATE => self.terminated = true,
             _ => self.unsynced = true,
         }
-        if matches!(tag, frontend::QUERY | frontend::PARSE)
-            && self
-                .placement
-                .as_ref()
-                .is_some_and(|p| p.rewriter.is_some())
-        {
+        if !matches!(tag, frontend::QUERY | frontend::PARSE) || !self.rewriting() {
+            return Ok(Want::Header);
+        }
+        if body <= self.limits.max_rewrite_size {
             return Ok(Want::Whole);
         }
-        Ok(Want::Header)
+        // Its replies come after the ReadyForQuery of every earlier request.
+        let sent = self.state.sync_points_sent.load(Ordering::Relaxed);
+        let after_ready = if tag == frontend::QUERY {
+            sent - 1
+        } else {
+            sent
+        };
+        let scan = self
+            .placement
+            .as_ref()
+            .and_then(|p| p.rewriter.as_ref())
+            .map(|r| r.scan().stream())
+            .expect("rewriting");
+        let oversized = Oversized::new(tag, body, self.limits.max_rewrite_size, scan);
+        self.oversized = Some((oversized, after_ready));
+        Ok(Want::Tail(oversized::TAIL))
     }
 
     fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), SessionError> {
-        let Some(placement) = self.placement.as_deref_mut() else {
+        if let Some(placement) = self.placement.as_deref_mut() {
+            placement.note_reset(frame);
+            self.held.push((at, frame.len()));
+        }
+        Ok(())
+    }
+
+    fn body(&mut self, part: &[u8]) {
+        if let Some((oversized, _)) = self.oversized.as_mut() {
+            oversized.body(part);
+        }
+    }
+
+    fn tail(&mut self, at: usize, tail: &[u8]) -> Result<(), SessionError> {
+        let Some((oversized, after_ready)) = self.oversized.take() else {
             return Ok(());
         };
-        placement.note_reset(frame);
-        if let Some(new) = placement
-            .rewriter
-            .as_mut()
-            .and_then(|r| r.rewrite_frame(frame))
-        {
-            self.replacements.push((at, frame.len(), new));
+        if let Some(refusal) = oversized.tail(tail) {
+            tracing::warn!(
+                bytes = tail.len(),
+                "a statement too long to rewrite may need a rewrite; it is made to fail"
+            );
+            let len = refusal.filler.len();
+            self.replacements
+                .push((at + refusal.at, len, refusal.filler));
+            self.state.refuse(after_ready, refusal.error);
         }
         Ok(())
     }
@@ -234,7 +178,9 @@ where
         terminated: false,
         unsynced: false,
         placement,
+        held: Vec::new(),
         replacements: Vec::new(),
+        oversized: None,
     };
     loop {
         if let Some(p) = frames.placement.as_deref_mut() {
@@ -257,10 +203,12 @@ where
                 Ok(n) => n,
                 Err(e) => return RelayEnd::ClientViolation(e),
             };
+            rewrite_held(&mut frames, &buf).await;
             if ready > 0 {
                 let written = if frames.replacements.is_empty() {
                     write_flush(upstream, &buf[..ready]).await
                 } else {
+                    frames.replacements.sort_by_key(|r| r.0);
                     let spliced = splice(&buf[..ready], &frames.replacements);
                     frames.replacements.clear();
                     write_flush(upstream, &spliced).await
@@ -303,13 +251,40 @@ where
     }
 }
 
-/// Watches ReadyForQuery and ErrorResponse headers on their way to the
-/// client, and drops the replies to pgshift's own queries.
+/// Rewrites the Query and Parse frames the last scan held (they are all
+/// within `buf`'s forwardable part), in order, adding their replacements.
+async fn rewrite_held(frames: &mut ClientFrames<'_>, buf: &[u8]) {
+    let held = std::mem::take(&mut frames.held);
+    let options = frames.state.rewrite_options();
+    let Some(rewriter) = frames
+        .placement
+        .as_deref_mut()
+        .and_then(|p| p.rewriter.as_mut())
+    else {
+        return;
+    };
+    for (at, len) in held {
+        if let Some(new) = rewriter.rewrite_frame(&buf[at..at + len], options).await {
+            frames.replacements.push((at, len, new));
+        }
+    }
+}
+
+/// Watches ReadyForQuery, ErrorResponse and ParameterStatus on their way
+/// to the client, drops the replies to pgshift's own queries, and replaces
+/// the errors of requests pgshift made fail.
 struct UpstreamFrames<'a> {
     state: &'a SessionState,
-    /// (offset, length, nothing) of the frames dropped in the current scan.
-    dropped: Vec<(usize, usize, Vec<u8>)>,
+    /// (offset, length, replacement) of the frames replaced or dropped
+    /// (empty replacement) in the current scan.
+    replacements: Vec<(usize, usize, Vec<u8>)>,
+    /// pgshift's error, to send instead of the long ErrorResponse being dropped.
+    instead: Option<bytes::Bytes>,
 }
+
+/// ErrorResponse messages longer than this are not held whole to be
+/// replaced: they are dropped as they stream, and pgshift's own sent instead.
+const ERROR_HELD_MAX: usize = 64 * 1024;
 
 /// The replies a simple Query of pgshift's own gets ("Simple Query"):
 /// RowDescription, DataRow, CommandComplete, EmptyQueryResponse,
@@ -327,7 +302,7 @@ const OWN_QUERY_REPLIES: &[u8] = &[
 impl FrameVisitor for UpstreamFrames<'_> {
     type Error = WireError;
 
-    fn header(&mut self, tag: u8, _len: u32) -> Result<Want, WireError> {
+    fn header(&mut self, tag: u8, len: u32) -> Result<Want, WireError> {
         let state = self.state;
         if state.swallowing.load(Ordering::Relaxed) && OWN_QUERY_REPLIES.contains(&tag) {
             return Ok(Want::Whole);
@@ -335,28 +310,75 @@ impl FrameVisitor for UpstreamFrames<'_> {
         state
             .upstream_sent_error
             .store(tag == backend::ERROR_RESPONSE, Ordering::Relaxed);
-        Ok(if tag == backend::READY_FOR_QUERY {
-            Want::Whole
+        if tag == backend::ERROR_RESPONSE
+            && state.awaits_refused_error()
+            && len as usize > ERROR_HELD_MAX
+        {
+            let ready = state.ready_received.load(Ordering::Relaxed);
+            if let Some(error) = state.refused_error_unread(ready) {
+                self.instead = Some(error);
+                return Ok(Want::Drop);
+            }
+        }
+        let whole = match tag {
+            backend::READY_FOR_QUERY | backend::PARAMETER_STATUS => true,
+            backend::ERROR_RESPONSE => state.awaits_refused_error(),
+            _ => false,
+        };
+        Ok(if whole { Want::Whole } else { Want::Header })
+    }
+
+    fn dropped(&mut self, at: usize, len: usize, first: bool) {
+        let instead = if first {
+            self.instead.take().map(|e| e.to_vec()).unwrap_or_default()
         } else {
-            Want::Header
-        })
+            Vec::new()
+        };
+        self.replacements.push((at, len, instead));
     }
 
     fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), WireError> {
         let state = self.state;
         let own = state.swallowing.load(Ordering::Relaxed);
-        if own {
-            self.dropped.push((at, frame.len(), Vec::new()));
+        if own && OWN_QUERY_REPLIES.contains(&frame[0]) {
+            self.replacements.push((at, frame.len(), Vec::new()));
             if frame[0] == backend::ERROR_RESPONSE {
                 *state.swallowed_error.lock().expect("not poisoned") =
                     Some(messages::error_message(frame));
             }
-            if frame[0] != backend::READY_FOR_QUERY {
-                return Ok(());
-            }
         }
-        let status = messages::ready_status(frame);
-        state.transaction_status.store(status, Ordering::Relaxed);
+        match frame[0] {
+            backend::READY_FOR_QUERY => self.ready(frame, own),
+            backend::PARAMETER_STATUS => {
+                if let Some(("standard_conforming_strings", value)) =
+                    messages::parameter_status(frame)
+                {
+                    state
+                        .standard_conforming_strings
+                        .store(value == "on", Ordering::Relaxed);
+                }
+            }
+            backend::ERROR_RESPONSE if !own => {
+                let ready = state.ready_received.load(Ordering::Relaxed);
+                let code = messages::error_code(frame);
+                if let Some(error) = state.refused_error(ready, code.as_deref()) {
+                    self.replacements.push((at, frame.len(), error.to_vec()));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamFrames<'_> {
+    /// A ReadyForQuery: the transaction status, one request fewer in
+    /// flight, the end of pgshift's own query when it was one.
+    fn ready(&mut self, frame: &[u8], own: bool) {
+        let state = self.state;
+        state
+            .transaction_status
+            .store(messages::ready_status(frame), Ordering::Relaxed);
         state.ready_received.fetch_add(1, Ordering::Relaxed);
         if own {
             state.swallowing.store(false, Ordering::Relaxed);
@@ -365,7 +387,6 @@ impl FrameVisitor for UpstreamFrames<'_> {
         if state.watch_idle.load(Ordering::Relaxed) && state.idle() {
             state.became_idle.notify_waiters();
         }
-        Ok(())
     }
 }
 
@@ -384,7 +405,8 @@ where
     let mut scanner = FrameScanner::default();
     let mut frames = UpstreamFrames {
         state,
-        dropped: Vec::new(),
+        replacements: Vec::new(),
+        instead: None,
     };
     loop {
         if !buf.is_empty() {
@@ -399,11 +421,11 @@ where
             };
             if ready > 0 {
                 state.client_at_boundary.store(false, Ordering::Relaxed);
-                let written = if frames.dropped.is_empty() {
+                let written = if frames.replacements.is_empty() {
                     write_flush(client, &buf[..ready]).await
                 } else {
-                    let kept = splice(&buf[..ready], &frames.dropped);
-                    frames.dropped.clear();
+                    let kept = splice(&buf[..ready], &frames.replacements);
+                    frames.replacements.clear();
                     write_flush(client, &kept).await
                 };
                 if let Err(e) = written {

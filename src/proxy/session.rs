@@ -129,6 +129,7 @@ async fn relay_session(
         cancel_key,
         permit: _permit,
         route,
+        options,
         ..
     } = established;
     let mut placement = route.map(|route| {
@@ -140,10 +141,11 @@ async fn relay_session(
             registration.map(|r| Arc::clone(&r.info)),
         )
     });
-    let state = SessionState::new();
+    let state = SessionState::new(options);
     let limits = ClientLimits {
         max_message_length: shared.config.max_message_length,
         message_timeout: shared.config.message_timeout,
+        max_rewrite_size: shared.config.max_rewrite_size,
     };
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);

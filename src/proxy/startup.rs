@@ -44,6 +44,9 @@ pub struct Established {
     /// True for the admin console: Postgres has authenticated the admin,
     /// and pgshift answers the session itself.
     pub console: bool,
+    /// How the session's statement texts read, from the ParameterStatus
+    /// messages of its startup (standard_conforming_strings).
+    pub options: crate::rewrite::Options,
 }
 
 /// How a connection that never became a session ended.
@@ -153,6 +156,7 @@ pub async fn handshake(
             permit,
             route,
             console,
+            options: auth.options,
         }),
         Ok(Err(AuthError::Refused)) => Err(Ended::Refused),
         Ok(Err(AuthError::Session(e))) | Err(e) => {
@@ -247,6 +251,7 @@ struct AuthDone {
     client_buf: BytesMut,
     upstream_buf: BytesMut,
     cancel_key: Option<CancelKey>,
+    options: crate::rewrite::Options,
 }
 
 enum AuthError {
@@ -281,6 +286,7 @@ async fn relay_auth(
     let mut from_client = BytesMut::new();
     let mut to_client = BytesMut::new();
     let mut cancel_key = None;
+    let mut options = crate::rewrite::Options::default();
     loop {
         let frame = match read_message(upstream, &mut from_upstream, MAX_STARTUP_MESSAGE).await {
             Ok(Some(frame)) => frame,
@@ -322,7 +328,17 @@ async fn relay_auth(
                     client_buf: from_client,
                     upstream_buf: from_upstream,
                     cancel_key,
+                    options,
                 });
+            }
+            backend::PARAMETER_STATUS => {
+                if let Some(("standard_conforming_strings", value)) =
+                    messages::parameter_status(&frame)
+                {
+                    options.standard_conforming_strings = value == "on";
+                }
+                to_client.extend_from_slice(&frame);
+                false
             }
             backend::ERROR_RESPONSE => {
                 to_client.extend_from_slice(&frame);

@@ -25,6 +25,11 @@ pub struct SessionThreads {
     _stop: watch::Sender<()>,
 }
 
+/// Each session thread's stack: enough to parse a statement of a few
+/// kilobytes in place, however it nests (the rewriter moves deeper work to
+/// a stack of its own). Address space only, until used.
+pub const SESSION_STACK: usize = 16 << 20;
+
 impl SessionThreads {
     /// Starts `count` threads (0: one per core, as
     /// `std::thread::available_parallelism` tells), named
@@ -45,6 +50,7 @@ impl SessionThreads {
             let mut stopped = stopped.clone();
             std::thread::Builder::new()
                 .name(format!("pgshift-session-{i}"))
+                .stack_size(SESSION_STACK)
                 .spawn(move || {
                     // Resolves once the sender is dropped.
                     runtime.block_on(async move { while stopped.changed().await.is_ok() {} });

@@ -17,6 +17,7 @@ mod limits;
 mod migrate;
 mod moves;
 mod protocol;
+mod rewriter;
 mod routing;
 mod shutdown;
 mod tls;

@@ -22,7 +22,7 @@ fn settings(env: &Env) -> Settings {
     Settings::new(env.direct_url())
 }
 
-fn versioned_url(env: &Env, version: &str) -> String {
+pub(crate) fn versioned_url(env: &Env, version: &str) -> String {
     format!(
         "{}&options=-c%20pgshift.version%3D{version}",
         env.proxy_url("postgres", "postgres")
@@ -32,7 +32,7 @@ fn versioned_url(env: &Env, version: &str) -> String {
 /// Creates `users`, starts MIGRATION (version 01_users) on it, and waits
 /// until the proxy serves the new version: it hears through NOTIFY, so within
 /// a second. Returns the migrator (still holding the lock) and the file's directory.
-async fn start_users_migration(env: &Env) -> (Migrator, tempfile::TempDir) {
+pub(crate) async fn start_users_migration(env: &Env) -> (Migrator, tempfile::TempDir) {
     env.direct().await.batch_execute(USERS).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("01_users.json");

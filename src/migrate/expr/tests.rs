@@ -17,4 +17,10 @@ fn bare_column_references_are_renamed() {
             .unwrap_err()
             .contains("cannot parse")
     );
+    // Every other byte stays: a printer would have turned `- -1` into a comment.
+    assert_eq!(
+        rename_columns("price > - -1 /* keep */", &map).unwrap(),
+        "\"_pgshift_new_price\" > - -1 /* keep */"
+    );
+    assert!(rename_columns("1; DROP TABLE x", &map).is_err());
 }
