@@ -3,8 +3,12 @@
 #          --upstream postgres://app@db.internal:5432/app
 # The image has no Postgres server, so --upstream (or PGSHIFT_UPSTREAM) is required.
 FROM rust:1.95-bookworm AS build
+# pg_query builds Postgres's parser (C) and binds it with bindgen (libclang).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends clang libclang-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY schemas ./schemas
 RUN cargo build --release --locked --bin pgshift

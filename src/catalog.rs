@@ -269,31 +269,39 @@ pub async fn views(
 /// The (view column, table column) pairs of a pgshift version view, whose
 /// definition is `SELECT t.a, t.b AS c, ... FROM t`. Anything else gives none.
 fn view_columns(definition: &str) -> Vec<(String, String)> {
-    use crate::rewrite::Lite;
+    use pg_query::NodeEnum;
     let Ok(parsed) = pg_query::parse(definition, pg_query::ParserOptions::DEFAULT) else {
         return Vec::new();
     };
-    let Some(stmt) = parsed
+    let stmt = parsed
         .protobuf
         .stmts
         .first()
-        .and_then(|s| s.stmt.as_deref())
-    else {
+        .and_then(|s| s.stmt.as_deref());
+    let Some(NodeEnum::SelectStmt(select)) = stmt.and_then(|s| s.node.as_ref()) else {
         return Vec::new();
     };
-    let select = Lite::of(stmt);
+    let column = |val: &NodeEnum| match val {
+        NodeEnum::ColumnRef(c) => match c.fields.last().and_then(|f| f.node.as_ref()) {
+            Some(NodeEnum::String(s)) => Some(s.sval.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
     select
-        .list("target_list")
+        .target_list
         .iter()
-        .filter_map(|target| {
-            let column = Lite::names(target.get("val")?.list("fields"))?
-                .last()?
-                .to_string();
-            let name = match target.str("name") {
-                "" => column.clone(),
-                alias => alias.to_string(),
-            };
-            Some((name, column))
+        .filter_map(|target| match target.node.as_ref()? {
+            NodeEnum::ResTarget(t) => {
+                let column = column(t.val.as_ref()?.node.as_ref()?)?;
+                let name = if t.name.is_empty() {
+                    column.clone()
+                } else {
+                    t.name.clone()
+                };
+                Some((name, column))
+            }
+            _ => None,
         })
         .collect()
 }
