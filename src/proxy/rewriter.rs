@@ -65,6 +65,16 @@ impl SessionRewriter {
     /// client_encoding) goes unchanged.
     pub async fn rewrite_frame(&mut self, frame: &[u8], options: Options) -> Option<Vec<u8>> {
         let (_, sql, _) = sql_of(frame)?;
+        let text = std::str::from_utf8(sql).ok()?;
+        if !self.rewriter.may_need_rewrite(text) {
+            return None;
+        }
+        // The common case: a text seen before, its rewrite built into the
+        // frame straight from the cache.
+        if let Some(hit) = self.cache.get(sql, options) {
+            self.hits += 1;
+            return with_sql(frame, hit.as_deref()?);
+        }
         let new_sql = self.rewrite(sql, options).await?;
         with_sql(frame, &new_sql)
     }
@@ -76,7 +86,7 @@ impl SessionRewriter {
         }
         if let Some(hit) = self.cache.get(sql, options) {
             self.hits += 1;
-            return hit;
+            return hit.clone();
         }
         self.misses += 1;
         let rewritten = if text.len() <= INLINE_PARSE {
@@ -126,9 +136,9 @@ struct Cache {
 }
 
 impl Cache {
-    fn get(&self, sql: &[u8], options: Options) -> Option<Option<Vec<u8>>> {
+    fn get(&self, sql: &[u8], options: Options) -> Option<&Option<Vec<u8>>> {
         let map = &self.maps[options.standard_conforming_strings as usize];
-        map.get(sql).cloned()
+        map.get(sql)
     }
 
     fn insert(&mut self, sql: &[u8], options: Options, out: Option<Vec<u8>>) {

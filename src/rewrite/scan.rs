@@ -88,6 +88,11 @@ impl Scan {
     /// True when `text` holds one of the words as a whole word (`U&` only
     /// needs to start one).
     pub fn flags(&self, text: &str) -> bool {
+        // Most texts hold none of the words: the automaton's prefilter
+        // says so fastest, before any match is looked at.
+        if !self.words.is_match(text) {
+            return false;
+        }
         let bytes = text.as_bytes();
         self.words.find_overlapping_iter(text).any(|m| {
             let before_ok = m.start() == 0 || !is_ident_byte(bytes[m.start() - 1]);
