@@ -41,3 +41,22 @@ pub fn literal(value: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// `text` with every control character escaped (`\n`, `\r`, `\u{1b}`), for
+/// log lines: a client's application_name, user or database must not forge
+/// a log line or send a terminal escape. Text without control characters
+/// is returned as is.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}

@@ -5,15 +5,16 @@
 //! old version while a migration runs, the only version otherwise. Pure: the
 //! startup packet and the known versions in, the packet to send upstream out.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use thiserror::Error;
 
 use crate::protocol::StartupMessage;
-use crate::protocol::startup::{join_options, split_options};
 use crate::quote;
 use crate::rewrite::VersionView;
 use crate::state::VERSION_SETTING;
-use crate::state::versions::{LiveMigration, Versions};
+use crate::state::versions::{LiveMigration, Versions, ViewColumns};
 
 /// A configured route: clients whose startup parameters (and listener port)
 /// match every field given belong to it. The first matching rule wins.
@@ -31,13 +32,12 @@ pub struct RouteRule {
 
 impl RouteRule {
     fn matches(&self, startup: &StartupMessage, port: Option<u16>) -> bool {
-        let get = |key: &str| startup.get(key);
-        let user = get("user");
-        let database = get("database").or_else(|| user.clone());
+        let user = startup.get("user");
+        let database = startup.get("database").or_else(|| user.clone());
         let fits = |want: &Option<String>, have: Option<String>| {
             want.as_ref().is_none_or(|w| Some(w) == have.as_ref())
         };
-        fits(&self.application_name, get("application_name"))
+        fits(&self.application_name, startup.setting("application_name"))
             && fits(&self.user, user)
             && fits(&self.database, database)
             && self.port.is_none_or(|p| Some(p) == port)
@@ -56,10 +56,30 @@ pub fn view_of(migration: &LiveMigration, schema: &str, version: &str) -> Option
     } else {
         return None;
     };
-    Some(VersionView {
+    let mut view = version_view(schema, version, version_schema, views);
+    view.migrating = m
+        .old_views
+        .values()
+        .chain(m.new_views.values())
+        .map(|(t, _)| t.clone())
+        .collect();
+    view.version_schemas = [m.old_schema.clone(), m.new_schema.clone()].into();
+    Some(view)
+}
+
+/// The rewriter's view of a session of `version` on `version_schema`,
+/// whose views are `views`: no migrating table, and no version schema but
+/// its own.
+fn version_view(
+    schema: &str,
+    version: &str,
+    version_schema: &str,
+    views: &BTreeMap<String, ViewColumns>,
+) -> VersionView {
+    VersionView {
         schema: schema.to_string(),
         version: version.to_string(),
-        version_schema: version_schema.clone(),
+        version_schema: version_schema.to_string(),
         views: views
             .iter()
             .map(|(v, (t, _))| (v.clone(), t.clone()))
@@ -68,14 +88,9 @@ pub fn view_of(migration: &LiveMigration, schema: &str, version: &str) -> Option
             .iter()
             .map(|(v, (_, c))| (v.clone(), c.clone()))
             .collect(),
-        migrating: m
-            .old_views
-            .values()
-            .chain(m.new_views.values())
-            .map(|(t, _)| t.clone())
-            .collect(),
-        version_schemas: [m.old_schema.clone(), m.new_schema.clone()].into(),
-    })
+        migrating: Default::default(),
+        version_schemas: [version_schema.to_string()].into(),
+    }
 }
 
 /// What a session of `version` stands on now: the version schema that
@@ -86,10 +101,17 @@ pub fn placement(versions: &Versions, version: &str) -> (Option<String>, Option<
     let Some(version_schema) = versions.live().remove(version) else {
         return (None, None);
     };
-    let view = versions
-        .migration
-        .as_ref()
-        .and_then(|m| view_of(m, &versions.schema, version));
+    let view = match (&versions.migration, &versions.current_schema) {
+        (Some(m), _) => view_of(m, &versions.schema, version),
+        // Outside a migration DDL is not refused: no table is migrating.
+        (None, Some(kept)) if version == versions.current => Some(version_view(
+            &versions.schema,
+            version,
+            &kept.name,
+            &kept.views,
+        )),
+        (None, _) => None,
+    };
     (version_schema, view)
 }
 
@@ -119,62 +141,10 @@ pub struct Route {
     /// The version schema heading the session's search_path (`None`: the
     /// physical schema).
     pub version_schema: Option<String>,
-    /// The startup packet to send upstream; `None` means the client's bytes
-    /// go unchanged (no migration runs and nothing needs setting).
-    pub startup: Option<Bytes>,
+    /// The startup packet to send upstream.
+    pub startup: Bytes,
     /// While a migration runs: the version's views, for the rewriter.
     pub view: Option<VersionView>,
-}
-
-/// What a client asked for in its startup packet, taken out of what
-/// reaches Postgres: the version (a `pgshift.version` parameter, or `-c
-/// pgshift.version=` in `options`) and its own search_path (in `options`).
-#[derive(Debug, Default)]
-struct Requests {
-    version: Option<String>,
-    search_path: Option<String>,
-    /// The client's other `options` arguments, kept.
-    options: Vec<String>,
-    /// Where `options` stands among the parameters, if the client sent it.
-    options_at: Option<usize>,
-}
-
-/// Takes the client's requests out of `params` (see [`Requests`]).
-fn take_requests(params: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Requests {
-    let mut requests = Requests::default();
-    if let Some(i) = params
-        .iter()
-        .position(|(k, _)| k == VERSION_SETTING.as_bytes())
-    {
-        requests.version = Some(String::from_utf8_lossy(&params.remove(i).1).into_owned());
-    }
-    requests.options_at = params.iter().position(|(k, _)| k == b"options");
-    let Some(i) = requests.options_at else {
-        return requests;
-    };
-    let mut args = split_options(&String::from_utf8_lossy(&params[i].1)).into_iter();
-    while let Some(arg) = args.next() {
-        let setting = if arg == "-c" {
-            args.next().map(|s| (s, true))
-        } else {
-            arg.strip_prefix("--").map(|s| (s.to_string(), false))
-        };
-        match setting {
-            Some((s, _)) if s.starts_with(&format!("{VERSION_SETTING}=")) => {
-                requests.version = Some(s[VERSION_SETTING.len() + 1..].to_string());
-            }
-            Some((s, _)) if s.starts_with("search_path=") => {
-                requests.search_path = Some(s["search_path=".len()..].to_string());
-            }
-            Some((s, true)) => {
-                requests.options.push("-c".to_string());
-                requests.options.push(s);
-            }
-            Some((s, false)) => requests.options.push(format!("--{s}")),
-            None => requests.options.push(arg),
-        }
-    }
-    requests
 }
 
 /// The version a session gets: the one it `requested`, else its route's
@@ -211,11 +181,17 @@ fn choose_version(
 /// Decides the version of a session from its StartupMessage, the live
 /// versions and the configured route rules: the client's request, else its
 /// route's pin, else the default route; `port` is the listener port the
-/// client came in on. The packet sent upstream carries, in `options`, `-c
-/// pgshift.version=<version>` and a `search_path` with the version schema
-/// first, then the client's own search_path (or Postgres's default,
-/// `"$user", <schema>`). The client's own `pgshift.version` request is
-/// removed from what reaches Postgres.
+/// client came in on.
+///
+/// The packet is read as Postgres reads it ([`StartupMessage::setting`]):
+/// the last duplicate wins, setting names are case-insensitive, and
+/// `options` splits as `pg_split_opts` splits it. Every `pgshift.version`
+/// and `search_path` the client gives, as a parameter or in `options`, is
+/// taken out of what reaches Postgres; the packet sent upstream ends with
+/// two plain parameters, which Postgres applies after `options` and after
+/// every earlier parameter: `pgshift.version=<version>`, and, when the
+/// version has a version schema, `search_path=<version schema>, <the
+/// client's own search_path, or Postgres's default "$user", <schema>>`.
 pub fn route(
     startup: &StartupMessage,
     versions: &Versions,
@@ -223,45 +199,31 @@ pub fn route(
     port: Option<u16>,
 ) -> Result<Route, RoutingError> {
     let mut upstream = startup.clone();
-    let requests = take_requests(&mut upstream.params);
+    let requested = upstream.take_setting(VERSION_SETTING);
     let route_name = rules
         .iter()
-        .find(|r| r.matches(&upstream, port))
+        .find(|r| r.matches(startup, port))
         .map(|r| r.name.clone());
-    let version = choose_version(requests.version, route_name.as_ref(), versions)?;
-    let (Some(version_schema), view) = placement(versions, &version) else {
-        // No migration: the physical schema is the only version, and Postgres
-        // takes pgshift.version as a placeholder setting, so the client's
-        // bytes go through unchanged.
-        return Ok(Route {
-            version,
-            route: route_name,
-            version_schema: None,
-            startup: None,
-            view: None,
-        });
+    let version = choose_version(requested, route_name.as_ref(), versions)?;
+    let (version_schema, view) = placement(versions, &version);
+    let client_path = upstream.take_setting("search_path");
+    upstream.push(VERSION_SETTING, &version);
+    let path = match &version_schema {
+        Some(vs) => {
+            let rest = client_path
+                .unwrap_or_else(|| format!("\"$user\", {}", quote::ident(&versions.schema)));
+            Some(format!("{}, {rest}", quote::ident(vs)))
+        }
+        None => client_path,
     };
-    let rest = requests
-        .search_path
-        .unwrap_or_else(|| format!("\"$user\", {}", quote::ident(&versions.schema)));
-    let mut options = requests.options;
-    options.push("-c".into());
-    options.push(format!("{VERSION_SETTING}={version}"));
-    options.push("-c".into());
-    options.push(format!(
-        "search_path={}, {rest}",
-        quote::ident(&version_schema)
-    ));
-    let value = join_options(&options).into_bytes();
-    match requests.options_at {
-        Some(i) => upstream.params[i].1 = value,
-        None => upstream.params.push((b"options".to_vec(), value)),
+    if let Some(path) = path {
+        upstream.push("search_path", &path);
     }
     Ok(Route {
         version,
         route: route_name,
-        version_schema: Some(version_schema),
-        startup: Some(upstream.encode()),
+        version_schema,
+        startup: upstream.encode(),
         view,
     })
 }

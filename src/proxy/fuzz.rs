@@ -117,6 +117,7 @@ fn versions() -> Versions {
     Versions {
         schema: "public".into(),
         current: "01_old".into(),
+        current_schema: None,
         pins: BTreeMap::from([("green".into(), "02_new".into())]),
         migration: Some(LiveMigration {
             phase: Phase::Active,

@@ -15,6 +15,7 @@ use super::startup::{self, Ended, Established};
 use super::{Drain, SessionError, Shared};
 use crate::protocol::messages::TERMINATE;
 use crate::protocol::tags::status;
+use crate::quote::printable;
 
 /// Serves one accepted connection to its end. Never panics on client input and
 /// never returns an error: everything is logged here. `_done` tells the accept
@@ -38,15 +39,21 @@ pub async fn serve(
     let (user, database) = established.startup.user_and_database();
     let application_name = established
         .startup
-        .get("application_name")
+        .setting("application_name")
         .unwrap_or_default();
+    // What the client chose, escaped for the log lines.
+    let (user, database, app) = (
+        printable(&user).into_owned(),
+        printable(&database).into_owned(),
+        printable(&application_name).into_owned(),
+    );
     let tls = established.client.is_tls();
     let version = established
         .route
         .as_ref()
         .map(|r| r.version.clone())
         .unwrap_or_default();
-    tracing::info!(client = %peer, %user, %database, %application_name, tls, %version, "connection opened");
+    tracing::info!(client = %peer, %user, %database, application_name = %app, tls, %version, "connection opened");
 
     if established.console {
         let Established {
@@ -82,7 +89,7 @@ pub async fn serve(
         %user,
         %database,
         duration_ms = opened.elapsed().as_millis() as u64,
-        reason = %reason,
+        reason = %printable(&reason.to_string()),
         in_transaction = state.transaction_status() != status::IDLE,
         rewrite_cache_hits = rewrites.0,
         rewrite_cache_misses = rewrites.1,
@@ -106,7 +113,7 @@ fn log_startup_end(ended: &Ended, peer: SocketAddr, opened: Instant) {
             client = %peer,
             duration_ms,
             sqlstate = e.sqlstate(),
-            error = %e,
+            error = %printable(&e.to_string()),
             "connection closed during startup"
         ),
     }

@@ -200,17 +200,12 @@ async fn route(
     // one that cannot read them serves sessions without routing.
     match shared.versions.loaded(shared.config.connect_timeout).await {
         Some(versions) => {
-            let mut routed = crate::routing::route(message, &versions, &shared.config.routes, port)
+            let routed = crate::routing::route(message, &versions, &shared.config.routes, port)
                 .map_err(SessionError::Routing)?;
-            let startup = routed.startup.take().unwrap_or_else(|| raw.clone());
-            Ok((startup, Some(routed)))
+            Ok((routed.startup.clone(), Some(routed)))
         }
         None => {
-            let asks = message.get(crate::state::VERSION_SETTING).is_some()
-                || message
-                    .get("options")
-                    .is_some_and(|o| o.contains(crate::state::VERSION_SETTING));
-            if asks {
+            if message.setting(crate::state::VERSION_SETTING).is_some() {
                 Err(SessionError::VersionsUnavailable)
             } else {
                 Ok((raw.clone(), None))

@@ -1,7 +1,9 @@
 //! The proxy's view of the live schema versions: a control connection to the
 //! upstream that LISTENs on the migrator's channel and reloads the versions
-//! on every NOTIFY (and every few seconds in case one was missed), so a
-//! migration's start or end reaches every proxy at once. Sessions read the
+//! after a NOTIFY (and every few seconds in case one was missed), so a
+//! migration's start or end reaches every proxy at once. Any role may
+//! NOTIFY, so payloads are never read and reloads are coalesced: one runs,
+//! at most one more is pending, and they are at least [`RELOAD_GAP`] apart. Sessions read the
 //! latest snapshot at startup without waiting, and subscribe to follow the
 //! changes that move them (onto the old version's views at a start; off the
 //! rewrites when the migration ends).
@@ -9,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::net::UpstreamConfig;
 use crate::state::versions::Versions;
@@ -17,6 +19,10 @@ use crate::state::{self, NOTIFY_CHANNEL};
 
 /// How long a snapshot may go without a reload when no NOTIFY arrives.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// The shortest time between two reloads: a flood of NOTIFYs costs at most
+/// one reload per gap.
+pub const RELOAD_GAP: Duration = Duration::from_millis(50);
 
 /// A snapshot of the versions as sessions see it; `None` until the first
 /// load succeeds.
@@ -84,8 +90,8 @@ pub fn spawn(upstream: UpstreamConfig, schema: String) -> Arc<VersionWatch> {
 async fn run(watch: Arc<VersionWatch>, upstream: UpstreamConfig, schema: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        match state::connect(&upstream, Some(tx)).await {
+        let wake = Arc::new(Notify::new());
+        match state::connect(&upstream, Some(Arc::clone(&wake))).await {
             Ok(client) => {
                 let listen = format!("LISTEN {}", crate::quote::ident(NOTIFY_CHANNEL));
                 match client.batch_execute(&listen).await {
@@ -100,10 +106,11 @@ async fn run(watch: Arc<VersionWatch>, upstream: UpstreamConfig, schema: String)
                                 break;
                             }
                         }
-                        match tokio::time::timeout(RELOAD_EVERY, rx.recv()).await {
-                            Ok(Some(_)) | Err(_) => {}
-                            Ok(None) => break,
+                        tokio::time::sleep(RELOAD_GAP).await;
+                        if client.is_closed() {
+                            break;
                         }
+                        let _ = tokio::time::timeout(RELOAD_EVERY, wake.notified()).await;
                     },
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot LISTEN for version changes; retrying")

@@ -29,6 +29,7 @@ fn during_migration() -> Versions {
     Versions {
         schema: "public".into(),
         current: "01_a".into(),
+        current_schema: None,
         pins: BTreeMap::new(),
         migration: Some(LiveMigration {
             phase: Phase::Active,
@@ -42,16 +43,32 @@ fn during_migration() -> Versions {
     }
 }
 
-fn options_of(packet: &[u8]) -> Vec<String> {
-    split_options(&parsed(packet).get("options").unwrap())
+/// What Postgres will apply from `packet`: the session's version and its
+/// search_path.
+fn applied(packet: &[u8]) -> (Option<String>, Option<String>) {
+    let message = parsed(packet);
+    (
+        message.setting("pgshift.version"),
+        message.setting("search_path"),
+    )
+}
+
+/// The parameters of `packet`, as text.
+fn params_of(packet: &[u8]) -> Vec<(String, String)> {
+    parsed(packet)
+        .params
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+        .collect()
 }
 
 #[test]
-fn without_a_migration_the_packet_is_untouched() {
+fn without_a_version_schema_only_the_version_is_set() {
     let versions = Versions {
         schema: "public".into(),
         pins: BTreeMap::new(),
         current: "01_a".into(),
+        current_schema: None,
         migration: None,
     };
     for params in [
@@ -60,14 +77,12 @@ fn without_a_migration_the_packet_is_untouched() {
     ] {
         let route = route_(&startup(&params), &versions).unwrap();
         assert_eq!(
-            route,
-            Route {
-                version: "01_a".into(),
-                route: None,
-                version_schema: None,
-                startup: None,
-                view: None,
-            }
+            (route.version.as_str(), route.version_schema, route.view),
+            ("01_a", None, None)
+        );
+        assert_eq!(
+            params_of(&route.startup),
+            [("user", "u"), ("pgshift.version", "01_a")].map(|(k, v)| (k.into(), v.into()))
         );
     }
     let err = route_(
@@ -82,6 +97,44 @@ fn without_a_migration_the_packet_is_untouched() {
 }
 
 #[test]
+fn after_complete_the_current_version_stands_on_its_kept_schema() {
+    let views = BTreeMap::from([(
+        "orders".to_string(),
+        (
+            "orders".to_string(),
+            vec![("id".to_string(), "id".to_string())],
+        ),
+    )]);
+    let versions = Versions {
+        schema: "public".into(),
+        pins: BTreeMap::new(),
+        current: "02 b".into(),
+        current_schema: Some(crate::state::versions::VersionSchema {
+            name: "public_02 b".into(),
+            views,
+        }),
+        migration: None,
+    };
+    let route = route_(&startup(&[("user", "u")]), &versions).unwrap();
+    assert_eq!(route.version_schema.as_deref(), Some("public_02 b"));
+    assert_eq!(
+        applied(&route.startup),
+        (
+            Some("02 b".into()),
+            Some("\"public_02 b\", \"$user\", \"public\"".into())
+        )
+    );
+    let view = route
+        .view
+        .expect("the kept schema's views are rewritten against");
+    assert_eq!(view.views["orders"], "orders");
+    assert!(
+        view.migrating.is_empty(),
+        "no table is migrating: DDL passes"
+    );
+}
+
+#[test]
 fn the_default_route_during_a_migration_is_the_old_version() {
     let route = route_(
         &startup(&[("user", "u"), ("database", "d")]),
@@ -89,21 +142,16 @@ fn the_default_route_during_a_migration_is_the_old_version() {
     )
     .unwrap();
     assert_eq!(route.version, "01_a");
-    let packet = route.startup.unwrap();
     assert_eq!(
-        options_of(&packet),
+        params_of(&route.startup),
         [
-            "-c",
-            "pgshift.version=01_a",
-            "-c",
-            "search_path=\"public_01_a\", \"$user\", \"public\""
+            ("user", "u"),
+            ("database", "d"),
+            ("pgshift.version", "01_a"),
+            ("search_path", "\"public_01_a\", \"$user\", \"public\"")
         ]
-    );
-    let params = parsed(&packet).params;
-    assert_eq!(
-        params[0],
-        (b"user".to_vec(), b"u".to_vec()),
-        "other parameters are kept in order"
+        .map(|(k, v)| (k.into(), v.into())),
+        "other parameters are kept in order; pgshift's come last"
     );
 }
 
@@ -119,25 +167,112 @@ fn a_requested_version_keeps_the_clients_options_and_search_path() {
     let routed = route_(&raw, &during_migration()).unwrap();
     assert_eq!(routed.version, "02 b");
     assert_eq!(
-        options_of(&routed.startup.unwrap()),
+        params_of(&routed.startup),
         [
-            "-c",
-            "statement_timeout=5s",
-            "-c",
-            "pgshift.version=02 b",
-            "-c",
-            "search_path=\"public_02 b\", app,public"
+            ("user", "u"),
+            ("options", "-c statement_timeout=5s"),
+            ("pgshift.version", "02 b"),
+            ("search_path", "\"public_02 b\", app,public")
         ]
+        .map(|(k, v)| (k.into(), v.into())),
     );
     // The startup parameter form works too, and does not reach Postgres.
     let raw = startup(&[("user", "u"), ("pgshift.version", "02 b")]);
-    let packet = route_(&raw, &during_migration()).unwrap().startup.unwrap();
-    assert!(
-        !parsed(&packet)
-            .params
-            .iter()
-            .any(|(k, _)| k == b"pgshift.version")
+    let packet = route_(&raw, &during_migration()).unwrap().startup;
+    assert_eq!(
+        applied(&packet).0.as_deref(),
+        Some("02 b"),
+        "{:?}",
+        params_of(&packet)
     );
+    assert_eq!(
+        params_of(&packet)
+            .iter()
+            .filter(|(k, _)| k == "pgshift.version")
+            .count(),
+        1
+    );
+}
+
+/// The packets that used to put a session on another search_path or
+/// version than the one reported: each is read as Postgres reads it, and
+/// what Postgres applies is the version reported and its version schema
+/// first.
+#[test]
+fn startup_packets_are_read_as_postgres_reads_them() {
+    let ours = "\"public_01_a\"";
+    // (extra parameters, the version Postgres gets, its search_path); no
+    // version: refused.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, String);
+    let cases: Vec<Case> = vec![
+        // pgjdbc currentSchema, Npgsql SearchPath: a search_path parameter,
+        // which Postgres applies after options.
+        (
+            vec![("search_path", "public")],
+            "01_a",
+            format!("{ours}, public"),
+        ),
+        // options given twice: only the last counts.
+        (
+            vec![
+                ("options", "-c pgshift.version=02\\ b"),
+                ("options", "-c search_path=app"),
+            ],
+            "01_a",
+            format!("{ours}, app"),
+        ),
+        // pgshift.version given twice: the last wins.
+        (
+            vec![("pgshift.version", "01_a"), ("pgshift.version", "02 b")],
+            "02 b",
+            "\"public_02 b\", \"$user\", \"public\"".into(),
+        ),
+        // GUC names are case-insensitive.
+        (
+            vec![("PGSHIFT.VERSION", "02 b"), ("Search_Path", "x")],
+            "02 b",
+            "\"public_02 b\", x".into(),
+        ),
+        // A vertical tab splits options as a space does.
+        (
+            vec![(
+                "options",
+                "-c search_path=public\x0b-c\x0bpgshift.version=bogus",
+            )],
+            "",
+            String::new(),
+        ),
+        // A parameter overrides options; grouped and attached switches.
+        (
+            vec![
+                ("options", "-cpgshift.version=02\\ b --search-path=q"),
+                ("pgshift.version", "01_a"),
+            ],
+            "01_a",
+            format!("{ours}, q"),
+        ),
+    ];
+    for (params, version, path) in cases {
+        let mut all = vec![("user", "u")];
+        all.extend(params.iter().copied());
+        let routed = route_(&startup(&all), &during_migration());
+        if version.is_empty() {
+            let err = routed.expect_err("a version that does not exist");
+            assert!(
+                matches!(&err, RoutingError::UnknownVersion { requested, .. } if requested == "bogus"),
+                "{params:?}: {err}"
+            );
+            continue;
+        }
+        let routed = routed.unwrap_or_else(|e| panic!("{params:?}: {e}"));
+        assert_eq!(routed.version, version, "{params:?}");
+        assert_eq!(
+            applied(&routed.startup),
+            (Some(version.to_string()), Some(path)),
+            "{params:?} became {:?}",
+            params_of(&routed.startup)
+        );
+    }
 }
 
 #[test]
@@ -238,9 +373,9 @@ fn while_starting_only_the_old_version_is_live_and_stands_on_its_views() {
         (route.version.as_str(), route.version_schema.as_deref()),
         ("01_a", Some("public_01_a"))
     );
-    assert!(
-        options_of(route.startup.as_ref().unwrap())
-            .contains(&"search_path=\"public_01_a\", \"$user\", \"public\"".to_string())
+    assert_eq!(
+        applied(&route.startup).1.as_deref(),
+        Some("\"public_01_a\", \"$user\", \"public\"")
     );
     let err = route_(
         &startup(&[("user", "u"), ("pgshift.version", "02 b")]),

@@ -3,7 +3,10 @@
 //! `--upstream`: libpq `sslmode` up to verify-full over rustls (ring), and
 //! `host=/dir` for a Unix socket.
 
+use std::sync::Arc;
+
 use thiserror::Error;
+use tokio::sync::Notify;
 use tokio_postgres::{Client, NoTls};
 
 use super::db_message;
@@ -32,11 +35,13 @@ pub async fn open(url: &str) -> Result<Client, ConnectError> {
     connect(&parsed, None).await
 }
 
-/// Like [`open`], for an already parsed URL; NOTIFY messages the
-/// connection receives go to `notify`.
+/// Like [`open`], for an already parsed URL. Each NOTIFY the connection
+/// receives wakes `notify`, payload unread: any role may NOTIFY, so a
+/// flood of notifications stores nothing and wakes the listener once
+/// (`Notify` keeps at most one pending wake-up).
 pub async fn connect(
     parsed: &UpstreamConfig,
-    notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+    notify: Option<Arc<Notify>>,
 ) -> Result<Client, ConnectError> {
     let url = format!("postgres://{}:{}", parsed.host, parsed.port);
     let url = url.as_str();
@@ -86,11 +91,11 @@ pub async fn connect(
 }
 
 /// Runs a connection's I/O in the background and returns its client,
-/// passing NOTIFY messages to `notify` when given.
+/// waking `notify` on each NOTIFY when given.
 fn drive<S, T>(
     client: Client,
     mut connection: tokio_postgres::Connection<S, T>,
-    notify: Option<tokio::sync::mpsc::UnboundedSender<tokio_postgres::Notification>>,
+    notify: Option<Arc<Notify>>,
 ) -> Client
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -99,9 +104,9 @@ where
     tokio::spawn(async move {
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
-                    if let Some(tx) = &notify {
-                        let _ = tx.send(n);
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                    if let Some(notify) = &notify {
+                        notify.notify_one();
                     }
                 }
                 Some(Ok(_)) => {}

@@ -17,6 +17,12 @@ pub struct Versions {
     pub schema: String,
     /// The version clients use outside a migration.
     pub current: String,
+    /// Outside a migration: the current version's version schema, which
+    /// the migration that made the version kept at complete, so that the
+    /// version's shape (its columns and their order) never changes under
+    /// its sessions. `None` for the baseline, and during a migration (the
+    /// old version's schema is then `migration.old_schema`).
+    pub current_schema: Option<VersionSchema>,
     /// The running migration, once its old version's views exist.
     pub migration: Option<LiveMigration>,
     /// Operator pins: route name → version (`pgshift pin ROUTE VERSION`).
@@ -26,6 +32,14 @@ pub struct Versions {
 /// A view of a version schema: the physical table it reads, and its
 /// columns as (view column, table column).
 pub type ViewColumns = (String, Vec<(String, String)>);
+
+/// A version schema and its views.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionSchema {
+    pub name: String,
+    /// Its views, by view name.
+    pub views: BTreeMap<String, ViewColumns>,
+}
 
 /// The versions of a running migration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,12 +56,15 @@ pub struct LiveMigration {
 
 impl Versions {
     /// Every version a session may ask for now, with its version schema
-    /// (`None`: the physical schema serves it). While a migration starts or
-    /// rolls back only the old version is live (on its views); while it is
-    /// active both are; while it completes only the new one.
+    /// (`None`: the physical schema serves it). Outside a migration the
+    /// current version is, on its kept version schema if it has one. While
+    /// a migration starts or rolls back only the old version is live (on
+    /// its views); while it is active both are; while it completes only the
+    /// new one.
     pub fn live(&self) -> BTreeMap<String, Option<String>> {
         let Some(m) = &self.migration else {
-            return BTreeMap::from([(self.current.clone(), None)]);
+            let schema = self.current_schema.as_ref().map(|s| s.name.clone());
+            return BTreeMap::from([(self.current.clone(), schema)]);
         };
         let old = (m.old.clone(), Some(m.old_schema.clone()));
         let new = (m.new.clone(), Some(m.new_schema.clone()));
@@ -80,6 +97,7 @@ pub async fn load(client: &impl GenericClient, schema: &str) -> Result<Versions,
         return Ok(Versions {
             schema: schema.to_string(),
             current: "baseline".to_string(),
+            current_schema: None,
             migration: None,
             pins: Default::default(),
         });
@@ -87,9 +105,10 @@ pub async fn load(client: &impl GenericClient, schema: &str) -> Result<Versions,
     live_versions(client, schema).await
 }
 
-/// The live versions of `schema` for routing: the current version, and the
-/// running migration, if any, once its old version's views exist (the
-/// first step of `start`).
+/// The live versions of `schema` for routing: the current version (with
+/// its kept version schema, outside a migration), and the running
+/// migration, if any, once its old version's views exist (the first step
+/// of `start`).
 pub async fn live_versions(
     client: &impl GenericClient,
     schema: &str,
@@ -128,12 +147,38 @@ pub async fn live_versions(
         }
         None => None,
     };
+    let current_schema = match (&migration, kept_schema(client, schema, &current).await?) {
+        (None, Some(name)) => Some(VersionSchema {
+            views: crate::catalog::views(client, &name).await?,
+            name,
+        }),
+        _ => None,
+    };
     Ok(Versions {
         schema: schema.to_string(),
         current,
+        current_schema,
         pins: pins(client, schema).await?,
         migration,
     })
+}
+
+/// The version schema of completed migration `version` of `schema`, if it
+/// still exists (complete keeps it until the next migration completes).
+async fn kept_schema(
+    client: &impl GenericClient,
+    schema: &str,
+    version: &str,
+) -> Result<Option<String>, StateError> {
+    let row = client
+        .query_opt(
+            "SELECT plan->>'version_schema' FROM pgshift.migrations
+             WHERE schema_name = $1 AND version = $2 AND phase = $3
+               AND to_regnamespace(quote_ident(plan->>'version_schema')) IS NOT NULL",
+            &[&schema, &version, &Phase::Completed.as_str()],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 /// The pins of every route of `schema`: route → version.
