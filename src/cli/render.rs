@@ -60,6 +60,11 @@ pub fn plan(plan: &Plan) -> String {
         for step in plan.steps(action) {
             let _ = match step {
                 Step::Sql { sql } => writeln!(out, "{sql};"),
+                Step::Views { sql, privileges } => writeln!(
+                    out,
+                    "{sql};  -- then the privileges of {}",
+                    privileges.version_schema
+                ),
                 Step::Concurrent { sql, .. } => writeln!(out, "{sql};  -- outside a transaction"),
                 Step::Backfill(spec) => {
                     let over = if spec.key.is_empty() {

@@ -29,7 +29,8 @@ pub fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
 }
 
-/// Runs a [`Step::Sql`] or [`Step::Concurrent`] step and marks it done.
+/// Runs a [`Step::Sql`], [`Step::Views`] or [`Step::Concurrent`] step and
+/// marks it done.
 /// Backfill steps are run by the engine. Errors: the statement's own error,
 /// or the last lock timeout after [`MAX_ATTEMPTS`].
 pub async fn run(
@@ -43,12 +44,16 @@ pub async fn run(
     loop {
         attempt += 1;
         let result = match step {
-            Step::Sql { sql } => {
+            Step::Sql { sql } | Step::Views { sql, .. } => {
                 let tx = client.transaction().await?;
                 let outcome = async {
                     tx.batch_execute(&format!("SET LOCAL lock_timeout = '{timeout}'"))
                         .await?;
                     tx.batch_execute(sql).await?;
+                    if let Step::Views { privileges, .. } = step {
+                        let changes = super::privileges::sync(&tx, at.schema, privileges).await?;
+                        tracing::info!(version_schema = %privileges.version_schema, changes, "version schema privileges synced");
+                    }
                     mark_done(&tx, at).await?;
                     Ok::<_, tokio_postgres::Error>(())
                 }

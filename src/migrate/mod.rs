@@ -12,3 +12,4 @@ pub mod format;
 pub mod names;
 mod ops;
 pub mod plan;
+pub mod privileges;

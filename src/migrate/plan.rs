@@ -59,6 +59,30 @@ pub enum Step {
     },
     /// A batched, checkpointed backfill of one table.
     Backfill(BackfillSpec),
+    /// Like [`Step::Sql`] (it creates or drops version schemas' views),
+    /// and then, in the same transaction, gives a version schema the
+    /// privileges of what it shows ([`crate::migrate::privileges`]), so
+    /// that no session is routed onto views it may not use.
+    Views { sql: String, privileges: Privileges },
+}
+
+/// The privileges a [`Step::Views`] brings up to date.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Privileges {
+    /// The version schema whose views get the table and column privileges
+    /// of the tables they show, and whose USAGE goes to every role that
+    /// holds one of them.
+    pub version_schema: String,
+    /// Duplicated columns, (physical table, original, duplicate): the
+    /// duplicate gets the original's column privileges, which it keeps
+    /// when complete gives it the original's name.
+    #[serde(default)]
+    pub duplicates: Vec<(String, String, String)>,
+    /// Physical tables the migration creates: they get the default
+    /// privileges of the physical schema's owner, as if the owner had
+    /// created them (Postgres applies only the creating role's).
+    #[serde(default)]
+    pub created: Vec<String>,
 }
 
 /// How to backfill one table: which rows, in which order, and what to set.
@@ -114,7 +138,9 @@ impl Step {
     /// What the step runs, for messages: its SQL, or which backfill.
     pub fn describe(&self) -> String {
         match self {
-            Step::Sql { sql } | Step::Concurrent { sql, .. } => sql.clone(),
+            Step::Sql { sql } | Step::Concurrent { sql, .. } | Step::Views { sql, .. } => {
+                sql.clone()
+            }
             Step::Backfill(spec) => format!("backfill of {}", spec.table),
         }
     }
@@ -147,6 +173,8 @@ pub(in crate::migrate) struct Shape {
     pub(in crate::migrate) down: Vec<(String, String)>,
     pub(in crate::migrate) backfill_set: Vec<(String, String)>,
     pub(in crate::migrate) backfill_touch: bool,
+    /// Duplicated columns: (original, duplicate), both physical.
+    pub(in crate::migrate) duplicates: Vec<(String, String)>,
     /// Physical column → the indexes this migration creates on it.
     pub(in crate::migrate) new_indexes: BTreeMap<String, Vec<String>>,
 }
@@ -254,6 +282,7 @@ impl<'a> Planner<'a> {
                     down: Vec::new(),
                     backfill_set: Vec::new(),
                     backfill_touch: false,
+                    duplicates: Vec::new(),
                     new_indexes: BTreeMap::new(),
                 });
                 Some(self.shapes.len() - 1)

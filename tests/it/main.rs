@@ -16,6 +16,7 @@ mod large;
 mod limits;
 mod migrate;
 mod moves;
+mod production;
 mod protocol;
 mod rewriter;
 mod routing;

@@ -266,6 +266,9 @@ impl Planner<'_> {
         let shape = &mut self.shapes[s];
         shape.up.push((physical.clone(), up.to_string()));
         shape.down.push((old_physical.clone(), down.to_string()));
+        shape
+            .duplicates
+            .push((old_physical.clone(), physical.clone()));
         shape.backfill_touch = true;
         shape.new_cols[c].1 = physical.clone();
         self.verify_converted(s, &physical, up);

@@ -64,6 +64,7 @@ impl Planner<'_> {
             down: Vec::new(),
             backfill_set: Vec::new(),
             backfill_touch: false,
+            duplicates: Vec::new(),
             new_indexes: Default::default(),
         });
     }

@@ -143,6 +143,20 @@ pub(super) fn render(plan: &Plan) -> String {
         for step in plan.steps(action) {
             match step {
                 Step::Sql { sql } => out.push_str(&format!("{sql}\n")),
+                Step::Views { sql, privileges } => out.push_str(&format!(
+                    "{sql}\n  -- privileges of {}{}{}\n",
+                    privileges.version_schema,
+                    if privileges.duplicates.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", duplicates {:?}", privileges.duplicates)
+                    },
+                    if privileges.created.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", created {:?}", privileges.created)
+                    },
+                )),
                 Step::Concurrent { sql, .. } => out.push_str(&format!("{sql}  -- concurrent\n")),
                 Step::Backfill(spec) => {
                     let key: Vec<&str> = spec.key.iter().map(|(k, _)| k.as_str()).collect();

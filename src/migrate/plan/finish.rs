@@ -5,7 +5,7 @@
 //! (the exact reverse of start).
 
 use super::trigger::trigger_sql;
-use super::{BackfillSpec, Plan, Planner, Shape, Step};
+use super::{BackfillSpec, Plan, Planner, Privileges, Shape, Step};
 use crate::migrate::names;
 use crate::quote::{ident, literal, qualified};
 
@@ -76,7 +76,38 @@ impl Planner<'_> {
             ));
             created.push(qualified(old_vs, name));
         }
-        (Step::Sql { sql }, created)
+        let privileges = Privileges {
+            version_schema: old_vs.to_string(),
+            duplicates: Vec::new(),
+            created: Vec::new(),
+        };
+        (Step::Views { sql, privileges }, created)
+    }
+
+    /// The privileges of the new version's schema, with the duplicated
+    /// columns and, if `with_created`, the tables the migration creates.
+    fn new_privileges(&self, with_created: bool) -> Privileges {
+        Privileges {
+            version_schema: self.version_schema.clone(),
+            duplicates: self
+                .shapes
+                .iter()
+                .flat_map(|s| {
+                    s.duplicates
+                        .iter()
+                        .map(|(orig, dup)| (s.physical.clone(), orig.clone(), dup.clone()))
+                })
+                .collect(),
+            created: if with_created {
+                self.shapes
+                    .iter()
+                    .filter(|s| s.old_name.is_none())
+                    .map(|s| s.physical.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
     }
 
     /// One dual-write trigger per table whose shapes differ.
@@ -95,7 +126,7 @@ impl Planner<'_> {
             let name = names::trigger(&shape.physical, version);
             let table = qualified(schema, &shape.physical);
             triggers.create.push(Step::Sql {
-                sql: trigger_sql(schema, shape, &name, version),
+                sql: trigger_sql(schema, shape, &name, (self.cx.old_version, version)),
             });
             triggers.drop.push(format!(
                 "DROP TRIGGER IF EXISTS {} ON {table}; DROP FUNCTION IF EXISTS {}()",
@@ -147,7 +178,10 @@ impl Planner<'_> {
                 ));
             }
         }
-        Step::Sql { sql }
+        Step::Views {
+            sql,
+            privileges: self.new_privileges(true),
+        }
     }
 
     /// A backfill per table that has rows to convert, keyed on its primary
@@ -190,15 +224,19 @@ impl Planner<'_> {
         }
     }
 
-    /// Complete: validate, drop the old version's schema, then the switch
+    /// Complete: validate, drop the old version's schema (the new one's
+    /// stays, with its privileges brought up to date), then the switch
     /// (triggers dropped, contract, renames) as one short transaction, then
     /// the late steps. With the triggers gone and the old columns not, a
     /// write that bypasses the proxy would miss its conversion, so nothing
     /// may commit in between.
     fn complete_steps(&self, old_vs: &str, triggers: &Triggers) -> Vec<Step> {
         let mut complete = self.validate.clone();
-        complete.push(Step::Sql {
+        // The new version's schema stays; its privileges are brought up to
+        // date before the switch drops the originals of duplicated columns.
+        complete.push(Step::Views {
             sql: format!("DROP SCHEMA IF EXISTS {} CASCADE", ident(old_vs)),
+            privileges: self.new_privileges(false),
         });
         let mut switch: Vec<String> = triggers.drop.clone();
         switch.extend(self.contract.iter().cloned());

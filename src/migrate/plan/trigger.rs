@@ -17,7 +17,15 @@ fn dollar_tag(body: &str) -> String {
 /// columns with `down`; every other session (old version, or no setting, as
 /// a connection that bypasses the proxy) fills the new columns with `up`.
 /// Expressions see the row's columns as variables named as in their version.
-pub(super) fn trigger_sql(schema: &str, shape: &Shape, name: &str, version: &str) -> String {
+/// An UPDATE that changes a column the writing session's version does not
+/// have (only a write around the views can) raises 42703 rather than have
+/// the trigger overwrite it.
+pub(super) fn trigger_sql(
+    schema: &str,
+    shape: &Shape,
+    name: &str,
+    (old_version, version): (&str, &str),
+) -> String {
     let table = qualified(schema, &shape.physical);
     let type_of = |physical: &str| format!("{table}.{}%TYPE", ident(physical));
     let branch = |vars: &[(String, String)], assigns: &[(String, String)]| {
@@ -55,8 +63,46 @@ pub(super) fn trigger_sql(schema: &str, shape: &Shape, name: &str, version: &str
         .iter()
         .map(|c| (c.clone(), c.clone()))
         .collect();
-    let up = branch(&old_vars, &shape.up);
-    let down = branch(&shape.new_cols, &shape.down);
+    // A column one branch overwrites that the writing session's version
+    // does not have: a change to it can only come from a write around the
+    // views, and would be lost, so it raises instead.
+    let old_only: Vec<&String> = shape
+        .down
+        .iter()
+        .map(|(physical, _)| physical)
+        .filter(|p| !shape.new_cols.iter().any(|(_, n)| n == *p))
+        .collect();
+    let new_only: Vec<&String> = shape
+        .up
+        .iter()
+        .map(|(physical, _)| physical)
+        .filter(|p| !shape.old_cols.contains(p) && !shape.backfill_set.iter().any(|(b, _)| b == *p))
+        .collect();
+    let guard = |columns: &[&String], other: &str| {
+        let mut out = String::new();
+        for column in columns {
+            out.push_str(&format!(
+                "  IF TG_OP = 'UPDATE' AND NEW.{c} IS DISTINCT FROM OLD.{c} THEN\n    RAISE EXCEPTION 'pgshift: this write changes column % of table %, which the session''s version (%) does not have; the dual-write trigger would overwrite it', {l}, {t}, coalesce(current_setting('pgshift.version', true), 'none: not through pgshift')\n      USING ERRCODE = 'undefined_column', HINT = {hint};\n  END IF;\n",
+                c = ident(column),
+                l = literal(column),
+                t = literal(&shape.physical),
+                hint = literal(&format!(
+                    "Write through the session's version schema (connect through pgshift), or connect with options=-c pgshift.version={other} to write that version's columns."
+                )),
+            ));
+        }
+        out
+    };
+    let up = format!(
+        "{}{}",
+        guard(&new_only, version),
+        branch(&old_vars, &shape.up)
+    );
+    let down = format!(
+        "{}{}",
+        guard(&old_only, old_version),
+        branch(&shape.new_cols, &shape.down)
+    );
     let body = format!(
         "BEGIN\nIF current_setting('pgshift.version', true) IS DISTINCT FROM {} THEN\n{up}ELSE\n{down}END IF;\nRETURN NEW;\nEND",
         literal(version)

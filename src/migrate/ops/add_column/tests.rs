@@ -17,10 +17,15 @@ operations:
         expect![[r#"
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"; CREATE VIEW "public_01_base"."users" WITH (security_invoker = true) AS SELECT "id", "name", "email", "created_at" FROM "public"."users"
+              -- privileges of public_01_base
             ALTER TABLE "public"."users" ADD COLUMN "_pgshift_new_login" text
             CREATE OR REPLACE FUNCTION "pgshift"."_pgshift_02_change_users"() RETURNS trigger LANGUAGE plpgsql AS $pgshift0$
             BEGIN
             IF current_setting('pgshift.version', true) IS DISTINCT FROM '02_change' THEN
+              IF TG_OP = 'UPDATE' AND NEW."_pgshift_new_login" IS DISTINCT FROM OLD."_pgshift_new_login" THEN
+                RAISE EXCEPTION 'pgshift: this write changes column % of table %, which the session''s version (%) does not have; the dual-write trigger would overwrite it', '_pgshift_new_login', 'users', coalesce(current_setting('pgshift.version', true), 'none: not through pgshift')
+                  USING ERRCODE = 'undefined_column', HINT = 'Write through the session''s version schema (connect through pgshift), or connect with options=-c pgshift.version=02_change to write that version''s columns.';
+              END IF;
               DECLARE
                 _pgshift_result_0 "public"."users"."_pgshift_new_login"%TYPE;
               BEGIN
@@ -52,10 +57,12 @@ operations:
             $pgshift0$; CREATE TRIGGER "_pgshift_02_change_users" BEFORE INSERT OR UPDATE ON "public"."users" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_users"()
             ALTER TABLE "public"."users" ADD CONSTRAINT "_pgshift_not_null_login" CHECK ("_pgshift_new_login" IS NOT NULL) NOT VALID
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."users" WITH (security_invoker = true) AS SELECT "id", "name", "email", "created_at", "_pgshift_new_login" AS "login" FROM "public"."users"
+              -- privileges of public_02_change
             -- backfill public.users by [id] set []
             -- complete
             ALTER TABLE "public"."users" VALIDATE CONSTRAINT "_pgshift_not_null_login"
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+              -- privileges of public_02_change
             DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"(); ALTER TABLE "public"."users" RENAME COLUMN "_pgshift_new_login" TO "login"
             ALTER TABLE "public"."users" ALTER COLUMN "login" SET NOT NULL; ALTER TABLE "public"."users" DROP CONSTRAINT "_pgshift_not_null_login"
             -- rollback
@@ -84,12 +91,15 @@ operations:
         expect![[r#"
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"; CREATE VIEW "public_01_base"."orders" WITH (security_invoker = true) AS SELECT "id", "user_id", "amount", "status" FROM "public"."orders"
+              -- privileges of public_01_base
             ALTER TABLE "public"."orders" ADD COLUMN "_pgshift_new_token" uuid; ALTER TABLE "public"."orders" ALTER COLUMN "_pgshift_new_token" SET DEFAULT gen_random_uuid()
             CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "orders_token_key" ON "public"."orders" ("_pgshift_new_token")  -- concurrent
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."orders" WITH (security_invoker = true) AS SELECT "id", "user_id", "amount", "status", "_pgshift_new_token" AS "token" FROM "public"."orders"
+              -- privileges of public_02_change
             -- backfill public.orders by [id] set [_pgshift_new_token = COALESCE("_pgshift_new_token", gen_random_uuid())]
             -- complete
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+              -- privileges of public_02_change
             ALTER TABLE "public"."orders" RENAME COLUMN "_pgshift_new_token" TO "token"
             ALTER TABLE "public"."orders" ADD CONSTRAINT "orders_token_key" UNIQUE USING INDEX "orders_token_key"
             -- rollback

@@ -13,9 +13,12 @@ operations:
         expect![[r#"
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"; CREATE VIEW "public_01_base"."events" WITH (security_invoker = true) AS SELECT "payload", "at" FROM "public"."events"
+              -- privileges of public_01_base
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."events" AS SELECT FROM pgshift.hidden_relation('events', '02_change')
+              -- privileges of public_02_change
             -- complete
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+              -- privileges of public_02_change
             DROP TABLE IF EXISTS "public"."events"
             -- rollback
             DROP SCHEMA IF EXISTS "public_02_change" CASCADE

@@ -15,9 +15,12 @@ operations:
         expect![[r#"
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"; CREATE VIEW "public_01_base"."users" WITH (security_invoker = true) AS SELECT "id", "name", "email", "created_at" FROM "public"."users"
+              -- privileges of public_01_base
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."users" WITH (security_invoker = true) AS SELECT "id", "name" AS "full_name", "email", "created_at" FROM "public"."users"
+              -- privileges of public_02_change
             -- complete
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+              -- privileges of public_02_change
             ALTER TABLE "public"."users" RENAME COLUMN "name" TO "full_name"
             -- rollback
             DROP SCHEMA IF EXISTS "public_02_change" CASCADE

@@ -14,10 +14,13 @@ operations:
         expect![[r#"
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"
+              -- privileges of public_01_base
             CREATE TABLE audit (id int)  -- concurrent
             CREATE SCHEMA "public_02_change"
+              -- privileges of public_02_change
             -- complete
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+              -- privileges of public_02_change
             -- rollback
             DROP SCHEMA IF EXISTS "public_02_change" CASCADE
             DROP TABLE audit  -- concurrent
@@ -38,9 +41,12 @@ operations:
         expect![[r#"
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"
+              -- privileges of public_01_base
             CREATE SCHEMA "public_02_change"
+              -- privileges of public_02_change
             -- complete
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+              -- privileges of public_02_change
             ANALYZE users  -- concurrent
             -- rollback
             DROP SCHEMA IF EXISTS "public_02_change" CASCADE
