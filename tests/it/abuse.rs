@@ -29,16 +29,6 @@ async fn proxy(
     (child, addr)
 }
 
-/// The resident set of process `pid`, in KiB (`VmRSS` in /proc).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 async fn select_one(addr: std::net::SocketAddr) -> i32 {
     let client = harness::connect(&format!(
         "postgres://postgres@{addr}/postgres?sslmode=disable"
@@ -129,7 +119,7 @@ async fn a_client_that_never_reads_does_not_grow_the_proxy() {
     let cluster = cluster().await;
     let (child, addr) = proxy(&cluster, &[]).await;
     let pid = child.id().unwrap();
-    let before = rss_kib(pid);
+    let before = harness::rss_kib(pid);
     // About 1.6 GB of results that the client never reads.
     let (mut glutton, _) = Raw::startup(addr, &[("application_name", "never-reads")]).await;
     glutton
@@ -138,9 +128,9 @@ async fn a_client_that_never_reads_does_not_grow_the_proxy() {
         ))
         .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let early = rss_kib(pid);
+    let early = harness::rss_kib(pid);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let late = rss_kib(pid);
+    let late = harness::rss_kib(pid);
     // Others are served meanwhile.
     assert_eq!(select_one(addr).await, 1);
     assert!(

@@ -496,3 +496,14 @@ pub async fn psql(conninfo: &str, sql: &str, password: Option<&str>) -> Result<S
         Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
     }
 }
+
+/// The resident set size of process `pid`, in KiB, from `/proc/PID/status`
+/// (`VmRSS`). Panics when the process is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc/PID/status of a live process")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}

@@ -106,16 +106,6 @@ async fn a_large_statement_does_not_stall_the_other_sessions_of_its_thread() {
     );
 }
 
-/// The resident set of process `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 /// Four sessions sending 64 MiB statements that may need a rewrite, and
 /// one sending 200 distinct 1 MiB ones: the proxy's memory stays bounded,
 /// measured by RSS; the long ones are refused with 54000, saying why.
@@ -141,7 +131,7 @@ async fn memory_stays_bounded_whatever_the_sessions_send() {
     warm.query_one("SELECT count(*) FROM public.users", &[])
         .await
         .unwrap();
-    let baseline = rss_kib(pid);
+    let baseline = harness::rss_kib(pid);
 
     let huge = format!(
         "SELECT count(*) FROM public.users WHERE full_name = '{}'",
@@ -157,7 +147,7 @@ async fn memory_stays_bounded_whatever_the_sessions_send() {
     }
     let mut peak = 0;
     while !sessions.iter().all(|s| s.is_finished()) {
-        peak = peak.max(rss_kib(pid));
+        peak = peak.max(harness::rss_kib(pid));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for s in sessions {
@@ -178,7 +168,7 @@ async fn memory_stays_bounded_whatever_the_sessions_send() {
         );
         let n: i64 = client.query_one(sql.as_str(), &[]).await.unwrap().get(0);
         assert_eq!(n, i as i64 + 100);
-        peak = peak.max(rss_kib(pid));
+        peak = peak.max(harness::rss_kib(pid));
     }
     assert!(
         peak < baseline + 128 * 1024,
