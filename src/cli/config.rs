@@ -282,6 +282,15 @@ pub struct MigrateSettings {
     /// views before it changes any table [default: 30s]
     #[arg(long, env = "PGSHIFT_SESSION_MOVE_TIMEOUT")]
     pub session_move_timeout: Option<String>,
+    /// How long one DDL step keeps retrying behind locks it cannot get
+    /// before the command stops, naming the sessions that block it
+    /// [default: 10m]
+    #[arg(long, env = "PGSHIFT_DDL_TIMEOUT")]
+    pub ddl_timeout: Option<String>,
+    /// How long start waits for every live proxy to serve the new version
+    /// [default: 10s]
+    #[arg(long, env = "PGSHIFT_PROXY_TIMEOUT")]
+    pub proxy_timeout: Option<String>,
 }
 
 impl MigrateSettings {
@@ -295,6 +304,8 @@ impl MigrateSettings {
             backfill_batch_time: self.backfill_batch_time.or(other.backfill_batch_time),
             backfill_batch_delay: self.backfill_batch_delay.or(other.backfill_batch_delay),
             session_move_timeout: self.session_move_timeout.or(other.session_move_timeout),
+            ddl_timeout: self.ddl_timeout.or(other.ddl_timeout),
+            proxy_timeout: self.proxy_timeout.or(other.proxy_timeout),
         }
     }
 }
@@ -345,6 +356,12 @@ pub fn resolve_migrate(
             "session_move_timeout",
             merged.session_move_timeout,
             &mut settings.session_move_timeout,
+        ),
+        ("ddl_timeout", merged.ddl_timeout, &mut settings.ddl_timeout),
+        (
+            "proxy_timeout",
+            merged.proxy_timeout,
+            &mut settings.proxy_timeout,
         ),
     ];
     for (setting, raw, value) in durations {

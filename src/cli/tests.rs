@@ -20,6 +20,8 @@ fn migrator_flags_default_to_the_engine_defaults() {
     assert_eq!(parsed.batch_time, engine.batch_time);
     assert_eq!(parsed.batch_delay, engine.batch_delay);
     assert_eq!(parsed.session_move_timeout, engine.session_move_timeout);
+    assert_eq!(parsed.ddl_timeout, engine.ddl_timeout);
+    assert_eq!(parsed.proxy_timeout, engine.proxy_timeout);
     assert_eq!(parsed.schema, engine.schema);
 }
 
@@ -39,6 +41,8 @@ fn the_help_states_the_engine_defaults() {
         fmt(engine.batch_time),
         fmt(engine.batch_delay),
         fmt(engine.session_move_timeout),
+        fmt(engine.ddl_timeout),
+        fmt(engine.proxy_timeout),
     ] {
         assert!(
             help.contains(&format!("[default: {default}]")),

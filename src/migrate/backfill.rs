@@ -28,6 +28,9 @@ pub struct Tuning {
     pub batch_delay: Duration,
     /// `lock_timeout` for each batch.
     pub lock_timeout: Duration,
+    /// How long batches keep retrying behind row locks before the
+    /// backfill gives up (`--ddl-timeout`).
+    pub ddl_timeout: Duration,
 }
 
 /// A batch's own time on the server, in seconds (float8): the batch size
@@ -335,7 +338,8 @@ impl Batches<'_> {
     /// Runs batches until none is left. Each batch is one statement that
     /// also saves its checkpoint, so it commits or rolls back whole.
     /// Errors: any SQL error other than a lock timeout, which is retried
-    /// with backoff up to [`super::ddl::MAX_ATTEMPTS`] times in a row.
+    /// with backoff until `ddl_timeout` has passed since the first of a
+    /// run of them.
     async fn run(&mut self, client: &Client) -> Result<(), tokio_postgres::Error> {
         use tokio_postgres::types::ToSql;
         let (schema, version, spec) = (self.schema, self.version, self.spec);
@@ -359,6 +363,7 @@ impl Batches<'_> {
         };
         let mut size = self.tuning.batch_size.max(1);
         let mut attempt = 0u32;
+        let mut blocked_since: Option<tokio::time::Instant> = None;
         loop {
             let from = self.last.as_deref().map_or(0, page);
             if self.upper.is_empty() || (spec.key.is_empty() && from >= last_page) {
@@ -384,7 +389,13 @@ impl Batches<'_> {
                     row.get::<_, Option<Vec<String>>>(1),
                     row.get::<_, f64>(2),
                 ),
-                Err(e) if super::ddl::is_lock_timeout(&e) && attempt < super::ddl::MAX_ATTEMPTS => {
+                Err(e)
+                    if super::ddl::is_lock_timeout(&e)
+                        && blocked_since
+                            .get_or_insert_with(tokio::time::Instant::now)
+                            .elapsed()
+                            < self.tuning.ddl_timeout =>
+                {
                     attempt += 1;
                     let delay = super::ddl::backoff(attempt);
                     tracing::warn!(table = %spec.table, attempt, delay_ms = delay.as_millis() as u64, "backfill batch hit lock_timeout; retrying");
@@ -394,6 +405,7 @@ impl Batches<'_> {
                 Err(e) => return Err(e),
             };
             attempt = 0;
+            blocked_since = None;
             // An empty keyset batch: nothing left up to the bound.
             let Some(next_key) = next_key else {
                 return Ok(());

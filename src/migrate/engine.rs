@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use super::backends;
 use super::backfill::{self, Tuning};
-use super::ddl;
+use super::ddl::{self, DdlError};
 pub use super::error::MigrateError;
 use super::error::db_message;
 use super::format::{self, Migration};
@@ -53,13 +54,19 @@ pub struct Settings {
     /// How long `start` waits for the old version's sessions to move onto
     /// its views (each moves at its first moment outside a transaction).
     pub session_move_timeout: Duration,
+    /// How long one DDL step keeps retrying behind locks it cannot get
+    /// before the command stops, naming what blocks it.
+    pub ddl_timeout: Duration,
+    /// How long `start` waits for every live proxy to serve the new version.
+    pub proxy_timeout: Duration,
 }
 
 impl Settings {
     /// The defaults for `database_url`, the one place they are written:
     /// schema `public`; lock_timeout 500 ms; backfill batches of at most
     /// 1000 rows that aim at [`BATCH_TIME`], with [`BATCH_DELAY`] between
-    /// them; 30 s for sessions to move.
+    /// them; 30 s for sessions to move; 10 min for a DDL step behind locks;
+    /// 10 s for the proxies to serve a new version.
     pub fn new(database_url: String) -> Settings {
         Settings {
             database_url,
@@ -69,6 +76,8 @@ impl Settings {
             batch_time: BATCH_TIME,
             batch_delay: BATCH_DELAY,
             session_move_timeout: Duration::from_secs(30),
+            ddl_timeout: Duration::from_secs(600),
+            proxy_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -84,9 +93,13 @@ pub enum Pinned {
     End,
 }
 
-/// One migration command's connection, holding the schema's migration lock.
+/// One migration command's connection, holding the schema's migration
+/// lock, and a second one that watches what blocks its steps.
 pub struct Migrator {
     client: Client,
+    /// The backend pid of `client`.
+    pid: i32,
+    watcher: Client,
     settings: Settings,
 }
 
@@ -100,7 +113,17 @@ impl Migrator {
         // server notices its connection closed: allow it a moment.
         for attempt in 0..5 {
             if state::try_lock(&client, &settings.schema).await? {
-                return Ok(Migrator { client, settings });
+                let pid = client
+                    .query_one("SELECT pg_backend_pid()", &[])
+                    .await?
+                    .get(0);
+                let watcher = state::open(&settings.database_url).await?;
+                return Ok(Migrator {
+                    client,
+                    pid,
+                    watcher,
+                    settings,
+                });
             }
             if attempt < 4 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -206,10 +229,36 @@ impl Migrator {
                 tracing::info!(version = %plan.version, version_schema = %plan.version_schema, "migration recorded; starting");
             }
         }
-        self.run_action(&migration.name, Action::Start).await?;
+        self.run_action(&migration.name, Action::Start, None)
+            .await?;
         migrations::set_phase(&self.client, &schema, &migration.name, Phase::Active).await?;
+        self.proxies_serve(&migration.name).await?;
         tracing::info!(version = %migration.name, "migration started: both versions are live");
         Ok(())
+    }
+
+    /// Waits until every live proxy serves the new version of active
+    /// migration `version`, so that a client that connects once `start`
+    /// has returned gets it. Errors after `proxy_timeout`, naming the
+    /// proxies that do not serve it (the migration stays active).
+    async fn proxies_serve(&self, version: &str) -> Result<(), MigrateError> {
+        let schema = self.schema();
+        let serving = state::versions::serving(version, Phase::Active);
+        let deadline = tokio::time::Instant::now() + self.settings.proxy_timeout;
+        loop {
+            let lagging = state::proxies::not_serving(&self.client, schema, &serving).await?;
+            if lagging.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MigrateError::ProxiesBehind {
+                    version: version.to_string(),
+                    timeout: self.settings.proxy_timeout,
+                    proxies: lagging,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Records `plan` of `migration` and its steps, in one transaction.
@@ -267,7 +316,9 @@ impl Migrator {
             }
             phase => return Err(wrong_phase(&active.version, phase, Action::Complete)),
         }
-        self.run_action(&active.version, Action::Complete).await?;
+        let doomed = (pinned == Pinned::End).then_some(active.parent.as_str());
+        self.run_action(&active.version, Action::Complete, doomed)
+            .await?;
         migrations::set_phase(&self.client, &schema, &active.version, Phase::Completed).await?;
         tracing::info!(version = %active.version, "migration completed");
         Ok(())
@@ -296,7 +347,9 @@ impl Migrator {
             }
             phase => return Err(wrong_phase(&active.version, phase, Action::Rollback)),
         }
-        self.run_action(&active.version, Action::Rollback).await?;
+        let doomed = (pinned == Pinned::End).then_some(active.version.as_str());
+        self.run_action(&active.version, Action::Rollback, doomed)
+            .await?;
         migrations::set_phase(&self.client, &schema, &active.version, Phase::RolledBack).await?;
         state::backfill::forget(&self.client, &schema, &active.version).await?;
         tracing::info!(version = %active.version, "migration rolled back");
@@ -333,8 +386,15 @@ impl Migrator {
         Ok(())
     }
 
-    /// Refuses (or ends, as `pinned` says) the live sessions pinned to
-    /// `version`, which `command` of migration `migration` is about to remove.
+    /// Refuses (or ends, as `pinned` says) the sessions pinned to `version`,
+    /// which `command` of migration `migration` is about to remove, while
+    /// their upstream backends are alive: Postgres says which are
+    /// (`pg_stat_activity`), not a proxy's heartbeat, so a proxy that stopped
+    /// beating (SIGSTOP, a paused VM, a partition) fences nothing out.
+    /// Ending asks each session's proxy to close it with a message naming
+    /// the command, then terminates the backends that are still alive
+    /// (`pg_terminate_backend`), so no session of the removed version
+    /// survives the command.
     async fn sessions_gone(
         &self,
         version: &str,
@@ -343,7 +403,8 @@ impl Migrator {
         pinned: Pinned,
     ) -> Result<(), MigrateError> {
         let schema = self.schema();
-        let sessions = sessions::live_sessions(&self.client, schema, Some(version)).await?;
+        let alive = || sessions::alive_sessions(&self.client, schema, version);
+        let sessions = alive().await?;
         if sessions.is_empty() {
             return Ok(());
         }
@@ -359,20 +420,27 @@ impl Migrator {
         );
         tracing::warn!(count = sessions.len(), %version, "ending the sessions pinned to the version ({command} --force)");
         sessions::request_kills(&self.client, &sessions, &reason).await?;
-        for _ in 0..100 {
+        // Proxies that beat end their sessions within a heartbeat or two;
+        // the backends of the others are terminated.
+        for tick in 0..100 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if sessions::live_sessions(&self.client, schema, Some(version))
-                .await?
-                .is_empty()
-            {
+            let left = alive().await?;
+            if left.is_empty() {
                 return Ok(());
             }
+            if tick == 30 {
+                tracing::warn!(count = left.len(), %version, "terminating the backends of sessions their proxies did not end");
+                let pids: Vec<i32> = left.iter().filter_map(|s| s.backend_pid).collect();
+                let unsignalled = sessions::terminate(&self.client, &pids).await?;
+                if !unsignalled.is_empty() {
+                    tracing::warn!(pids = ?unsignalled, "could not signal these backends");
+                }
+            }
         }
-        let sessions = sessions::live_sessions(&self.client, schema, Some(version)).await?;
         Err(MigrateError::SessionsPinned {
             version: version.to_string(),
             command,
-            sessions,
+            sessions: alive().await?,
         })
     }
 
@@ -386,8 +454,15 @@ impl Migrator {
 
     /// Runs the steps of `action` that are not done yet, in order. Start's
     /// first step builds the old version's views; the sessions must stand
-    /// on them before any later step changes a table.
-    async fn run_action(&mut self, version: &str, action: Action) -> Result<(), MigrateError> {
+    /// on them before any later step changes a table. `doomed` is the
+    /// version a forced complete or rollback removes: backends of its
+    /// sessions that block a step are terminated.
+    async fn run_action(
+        &mut self,
+        version: &str,
+        action: Action,
+        doomed: Option<&str>,
+    ) -> Result<(), MigrateError> {
         let schema = self.settings.schema.clone();
         let pending = migrations::pending(&self.client, &schema, version, action).await?;
         let moves_sessions = |position: i32| action == Action::Start && position == 0;
@@ -406,13 +481,27 @@ impl Migrator {
                 action,
                 position,
             };
-            self.run_step(at, &step)
+            self.run_step(at, &step, doomed)
                 .await
-                .map_err(|e| MigrateError::Step {
-                    action,
-                    position,
-                    sql: step.describe(),
-                    message: db_message(&e),
+                .map_err(|e| match e {
+                    DdlError::Db(e) => MigrateError::Step {
+                        action,
+                        position,
+                        sql: step.describe(),
+                        message: db_message(&e),
+                    },
+                    DdlError::Deadline {
+                        timeout,
+                        attempts,
+                        blockers,
+                    } => MigrateError::Blocked {
+                        action,
+                        position,
+                        sql: step.describe(),
+                        timeout,
+                        attempts,
+                        blockers,
+                    },
                 })?;
             if moves_sessions(position) {
                 self.sessions_on_views(version).await?;
@@ -426,18 +515,27 @@ impl Migrator {
         &mut self,
         at: StepRef<'_>,
         step: &Step,
-    ) -> Result<(), tokio_postgres::Error> {
+        doomed: Option<&str>,
+    ) -> Result<(), DdlError> {
         let Step::Backfill(spec) = step else {
-            return ddl::run(&mut self.client, at, step, self.settings.lock_timeout).await;
+            let locking = ddl::Locking {
+                lock_timeout: self.settings.lock_timeout,
+                ddl_timeout: self.settings.ddl_timeout,
+                watcher: &self.watcher,
+                pid: self.pid,
+                doomed,
+            };
+            return ddl::run(&mut self.client, at, step, &locking).await;
         };
         let tuning = Tuning {
             batch_size: self.settings.batch_size,
             batch_time: self.settings.batch_time,
             batch_delay: self.settings.batch_delay,
             lock_timeout: self.settings.lock_timeout,
+            ddl_timeout: self.settings.ddl_timeout,
         };
         backfill::run(&mut self.client, at.schema, at.version, spec, tuning).await?;
-        migrations::mark_done(&self.client, at).await
+        Ok(migrations::mark_done(&self.client, at).await?)
     }
 
     /// Tells every proxy that the old version's views of migration
@@ -461,10 +559,12 @@ impl Migrator {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
+                let pids: Vec<i32> = unmoved.iter().filter_map(|s| s.backend_pid).collect();
                 return Err(MigrateError::SessionsNotMoved {
                     version: old.clone(),
                     timeout: self.settings.session_move_timeout,
                     sessions: unmoved,
+                    backends: backends::describe(&self.client, schema, &pids).await?,
                 });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

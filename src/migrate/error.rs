@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::backends::Backend;
 use super::format::{FormatError, Problem};
 pub(crate) use crate::state::db_message;
 use crate::state::sessions::SessionRow;
@@ -24,11 +25,20 @@ pub enum MigrateError {
         command: Action,
         sessions: Vec<SessionRow>,
     },
-    #[error("{}", render_unmoved(version, timeout, sessions))]
+    #[error("{}", render_unmoved(version, timeout, sessions, backends))]
     SessionsNotMoved {
         version: String,
         timeout: Duration,
         sessions: Vec<SessionRow>,
+        /// What Postgres says of their backends.
+        backends: Vec<Backend>,
+    },
+    #[error("{}", render_behind(version, timeout, proxies))]
+    ProxiesBehind {
+        version: String,
+        timeout: Duration,
+        /// (proxy, what it serves, if it said).
+        proxies: Vec<(String, Option<String>)>,
     },
     #[error(transparent)]
     Format(#[from] FormatError),
@@ -71,6 +81,15 @@ pub enum MigrateError {
         sql: String,
         message: String,
     },
+    #[error("{}", render_blocked(action, *position, sql, timeout, *attempts, blockers))]
+    Blocked {
+        action: Action,
+        position: i32,
+        sql: String,
+        timeout: Duration,
+        attempts: u32,
+        blockers: Vec<Backend>,
+    },
     #[error("database error: {}", db_message(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("cannot read {path}: {source}")]
@@ -82,36 +101,108 @@ pub enum MigrateError {
 
 fn render_sessions(version: &str, command: &Action, sessions: &[SessionRow]) -> String {
     let mut out = format!(
-        "{} session(s) are pinned to version {version:?}, which {command} would remove; move them (pgshift pin, or drain the deployment) or run `pgshift {command} --force` to end them:",
+        "{} session(s) are pinned to version {version:?}, which {command} would remove, and Postgres says their backends are alive; move them (pgshift pin, or drain the deployment) or run `pgshift {command} --force` to end them (their backends are terminated if their proxy does not end them, which needs pg_signal_backend or the sessions' role):",
         sessions.len()
     );
     out.push_str(&session_lines(sessions));
     out
 }
 
-fn render_unmoved(version: &str, timeout: &Duration, sessions: &[SessionRow]) -> String {
+fn render_unmoved(
+    version: &str,
+    timeout: &Duration,
+    sessions: &[SessionRow],
+    backends: &[Backend],
+) -> String {
     let mut out = format!(
-        "{} session(s) of version {version:?} still stand on the physical tables after {}; \
-         each moves onto the version's views at its first moment outside a transaction. \
+        "{} session(s) of version {version:?} have not moved onto the version's views after {}; \
+         each moves at its first moment outside a transaction. \
          No table has changed yet: end those transactions and run `pgshift start` again, or `pgshift rollback`:",
         sessions.len(),
         humantime::format_duration(*timeout)
     );
-    out.push_str(&session_lines(sessions));
+    for s in sessions {
+        out.push_str(&session_line(s));
+        let Some(b) = backends.iter().find(|b| Some(b.pid) == s.backend_pid) else {
+            continue;
+        };
+        if b.idle_in_transaction() {
+            out.push_str(&format!(
+                "\n    idle in a transaction: it moves when its client ends that transaction; its backend: {b}"
+            ));
+        } else {
+            out.push_str(&format!("\n    its backend: {b}"));
+        }
+    }
     out
 }
 
-/// One line per session: proxy, application_name, client address, since when.
+fn render_behind(
+    version: &str,
+    timeout: &Duration,
+    proxies: &[(String, Option<String>)],
+) -> String {
+    let mut out = format!(
+        "migration {version:?} is active, but {} live proxy(ies) do not serve it after {}; \
+         a client that asks them for version {version:?} is refused until they do. \
+         Check that each reaches Postgres (it LISTENs on channel \"pgshift\" and reloads), \
+         or stop it; `pgshift status` shows the migration:",
+        proxies.len(),
+        humantime::format_duration(*timeout)
+    );
+    for (proxy, serving) in proxies {
+        out.push_str(&format!(
+            "\n  proxy {proxy}: serves {}",
+            serving.as_deref().unwrap_or("nothing it has reported")
+        ));
+    }
+    out
+}
+
+fn render_blocked(
+    action: &Action,
+    position: i32,
+    sql: &str,
+    timeout: &Duration,
+    attempts: u32,
+    blockers: &[Backend],
+) -> String {
+    let mut out = format!(
+        "{action} step {position} could not get its locks in {} ({attempts} attempts under lock_timeout); \
+         nothing of it is applied, and `pgshift {action}` resumes it{}. SQL: {sql}",
+        humantime::format_duration(*timeout),
+        if *action == Action::Start {
+            " (or `pgshift rollback` undoes the start)"
+        } else {
+            ""
+        }
+    );
+    if blockers.is_empty() {
+        out.push_str("\nThe blockers had gone each time pgshift looked.");
+    } else {
+        out.push_str("\nBlocked by (end these transactions, or pg_terminate_backend(pid)):");
+        for b in blockers {
+            out.push_str(&format!("\n  {b}"));
+        }
+    }
+    out
+}
+
+/// One line per session: proxy, application_name, client address, since
+/// when, upstream backend pid.
 fn session_lines(sessions: &[SessionRow]) -> String {
-    sessions
-        .iter()
-        .map(|s| {
-            format!(
-                "\n  proxy {}: application_name {:?}, client {}, since {}",
-                s.proxy, s.application_name, s.client_addr, s.since
-            )
-        })
-        .collect()
+    sessions.iter().map(session_line).collect()
+}
+
+fn session_line(s: &SessionRow) -> String {
+    let mut line = format!(
+        "\n  proxy {}: application_name {:?}, client {}, since {}",
+        s.proxy, s.application_name, s.client_addr, s.since
+    );
+    if let Some(pid) = s.backend_pid {
+        line.push_str(&format!(", backend pid {pid}"));
+    }
+    line
 }
 
 fn render_live(file: &str, problems: &[Problem]) -> String {

@@ -3,6 +3,7 @@
 //! backfill, and the start/complete/rollback lifecycle, recorded in the
 //! `pgshift` state schema through `state`.
 
+pub mod backends;
 pub mod backfill;
 pub mod ddl;
 pub mod engine;

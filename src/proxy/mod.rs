@@ -266,7 +266,7 @@ pub async fn run(
             .unwrap_or_default(),
         std::process::id()
     );
-    let session_registry = registry::Registry::new(proxy_name, config_schema.clone());
+    let session_registry = registry::Registry::new(proxy_name.clone(), config_schema.clone());
     registry::spawn_heartbeat(Arc::clone(&session_registry), upstream_config.clone());
     let tls_acceptor = match &config.tls {
         Some(files) => Some(TlsAcceptor::from(tls::server_config(files)?)),
@@ -283,7 +283,7 @@ pub async fn run(
         tls_acceptor,
         cancel: Arc::new(CancelRegistry::default()),
         drain: drain_rx,
-        versions: versions::spawn(upstream_config.clone(), config_schema.clone()),
+        versions: versions::spawn(upstream_config.clone(), config_schema.clone(), proxy_name),
         registry: Arc::clone(&session_registry),
     });
     // Each connection task holds a sender; when all are dropped, all are done.

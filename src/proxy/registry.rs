@@ -24,6 +24,8 @@ pub struct SessionInfo {
     pub application_name: String,
     pub client_addr: String,
     pub since: SystemTime,
+    /// The process id of the session's upstream backend (BackendKeyData).
+    pub backend_pid: Option<i32>,
     /// The version schema heading the session's search_path (`None`: the
     /// physical schema); `start` waits until the old version's sessions
     /// stand on its views.
@@ -89,12 +91,14 @@ impl Registry {
         })
     }
 
-    /// Records a session routed by `route`.
+    /// Records a session routed by `route`, served by the upstream backend
+    /// `backend_pid`.
     pub fn register(
         self: &Arc<Self>,
         route: &crate::routing::Route,
         application_name: String,
         client_addr: String,
+        backend_pid: Option<i32>,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let info = Arc::new(SessionInfo {
@@ -103,6 +107,7 @@ impl Registry {
             application_name,
             client_addr,
             since: SystemTime::now(),
+            backend_pid,
             version_schema: Mutex::new(route.version_schema.clone()),
             kill_reason: Mutex::new(None),
             killed: Notify::new(),
@@ -154,6 +159,7 @@ impl Registry {
                 client_addr: entry.client_addr.clone(),
                 since: entry.since,
                 version_schema: entry.version_schema(),
+                backend_pid: entry.backend_pid,
             })
             .collect();
         let kills = sessions::publish(client, &self.proxy, &self.schema, &reports).await?;

@@ -78,9 +78,12 @@ pub async fn serve(
         return;
     }
     let registration = established.route.as_ref().map(|route| {
-        shared
-            .registry
-            .register(route, application_name.clone(), peer.to_string())
+        shared.registry.register(
+            route,
+            application_name.clone(),
+            peer.to_string(),
+            established.backend_pid,
+        )
     });
     let (reason, state, rewrites) =
         relay_session(&shared, established, registration.as_ref()).await;

@@ -36,6 +36,8 @@ pub struct Established {
     pub startup: StartupMessage,
     /// The BackendKeyData this client holds; unregistered on drop.
     pub cancel_key: Option<CancelKey>,
+    /// The process id of the upstream backend, from its BackendKeyData.
+    pub backend_pid: Option<i32>,
     /// The session's place under `max_clients`.
     pub permit: OwnedSemaphorePermit,
     /// The session's version, version schema and view map, when the
@@ -153,6 +155,7 @@ pub async fn handshake(
             upstream_buf: auth.upstream_buf,
             startup: message,
             cancel_key: auth.cancel_key,
+            backend_pid: auth.backend_pid,
             permit,
             route,
             console,
@@ -246,6 +249,7 @@ struct AuthDone {
     client_buf: BytesMut,
     upstream_buf: BytesMut,
     cancel_key: Option<CancelKey>,
+    backend_pid: Option<i32>,
     options: crate::rewrite::Options,
 }
 
@@ -281,6 +285,7 @@ async fn relay_auth(
     let mut from_client = BytesMut::new();
     let mut to_client = BytesMut::new();
     let mut cancel_key = None;
+    let mut backend_pid = None;
     let mut options = crate::rewrite::Options::default();
     loop {
         let frame = match read_message(upstream, &mut from_upstream, MAX_STARTUP_MESSAGE).await {
@@ -314,6 +319,7 @@ async fn relay_auth(
                 });
                 to_client.extend_from_slice(&messages::backend_key_data(key.pid, key.secret));
                 cancel_key = Some(key);
+                backend_pid = Some(pid);
                 false
             }
             backend::READY_FOR_QUERY => {
@@ -323,6 +329,7 @@ async fn relay_auth(
                     client_buf: from_client,
                     upstream_buf: from_upstream,
                     cancel_key,
+                    backend_pid,
                     options,
                 });
             }

@@ -80,26 +80,56 @@ impl VersionWatch {
     }
 }
 
-/// Starts watching `schema` on `upstream`; the task runs until the runtime stops.
-pub fn spawn(upstream: UpstreamConfig, schema: String) -> Arc<VersionWatch> {
+/// Starts watching `schema` on `upstream` for the proxy named `proxy`; the
+/// task runs until the runtime stops.
+pub fn spawn(upstream: UpstreamConfig, schema: String, proxy: String) -> Arc<VersionWatch> {
     let watch = Arc::new(VersionWatch::default());
-    tokio::spawn(run(Arc::clone(&watch), upstream, schema));
+    tokio::spawn(run(Arc::clone(&watch), upstream, schema, proxy));
     watch
 }
 
-async fn run(watch: Arc<VersionWatch>, upstream: UpstreamConfig, schema: String) {
+/// Records in `pgshift.proxies` that the proxy serves `serving` (a
+/// [`Versions::serving`] token) on `schema`: `start` waits for every live
+/// proxy to serve its new version. A database without the state schema
+/// has nothing to record. True once recorded.
+async fn acknowledge(
+    client: &tokio_postgres::Client,
+    proxy: &str,
+    schema: &str,
+    serving: &str,
+) -> bool {
+    match state::proxies::serving(client, proxy, schema, serving).await {
+        Ok(()) => true,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, serving, "cannot record what this proxy serves");
+            false
+        }
+    }
+}
+
+async fn run(watch: Arc<VersionWatch>, upstream: UpstreamConfig, schema: String, proxy: String) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let wake = Arc::new(Notify::new());
         match state::connect(&upstream, Some(Arc::clone(&wake))).await {
             Ok(client) => {
                 let listen = format!("LISTEN {}", crate::quote::ident(NOTIFY_CHANNEL));
+                // What this connection last recorded the proxy serves.
+                let mut served: Option<String> = None;
                 match client.batch_execute(&listen).await {
                     Ok(()) => loop {
                         match state::versions::load(&client, &schema).await {
                             Ok(versions) => {
                                 backoff = Duration::from_millis(100);
+                                let serving = versions.serving();
                                 watch.set(versions);
+                                // Once sessions can be routed by the snapshot.
+                                if served.as_ref() != Some(&serving)
+                                    && acknowledge(&client, &proxy, &schema, &serving).await
+                                {
+                                    served = Some(serving);
+                                }
                             }
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot read the schema versions; retrying");

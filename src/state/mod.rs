@@ -1,7 +1,7 @@
 //! The `pgshift` schema: the one contract between proxies and migrators,
 //! and its only reader and writer. It holds the DDL of every table
 //! (migrations, steps, backfill checkpoints, sessions, session kills,
-//! routes), every read and write of them, the NOTIFY channel that tells
+//! routes, proxies), every read and write of them, the NOTIFY channel that tells
 //! proxies to reload, the migration lock, and pgshift's own connections.
 //! Both halves use it; neither writes a `pgshift.*` table itself.
 
@@ -9,6 +9,7 @@ pub mod backfill;
 pub mod connect;
 pub mod migrations;
 pub mod phase;
+pub mod proxies;
 pub mod sessions;
 pub mod status;
 pub mod versions;
@@ -147,6 +148,15 @@ CREATE TABLE IF NOT EXISTS pgshift.sessions (
     PRIMARY KEY (proxy, session_id)
 );
 ALTER TABLE pgshift.sessions ADD COLUMN IF NOT EXISTS version_schema text;
+ALTER TABLE pgshift.sessions ADD COLUMN IF NOT EXISTS backend_pid int;
+ALTER TABLE pgshift.sessions ADD COLUMN IF NOT EXISTS backend_start timestamptz;
+CREATE TABLE IF NOT EXISTS pgshift.proxies (
+    proxy text NOT NULL,
+    schema_name text NOT NULL,
+    serving text,
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (proxy, schema_name)
+);
 CREATE TABLE IF NOT EXISTS pgshift.session_kills (
     proxy text NOT NULL,
     session_id bigint NOT NULL,

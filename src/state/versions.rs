@@ -75,6 +75,16 @@ impl Versions {
         }
     }
 
+    /// What a proxy with these versions serves, as one token that
+    /// `pgshift.proxies` records and `start` waits for: `<migration
+    /// version>:<phase>` while a migration is live, else `current:<version>`.
+    pub fn serving(&self) -> String {
+        match &self.migration {
+            Some(m) => serving(&m.new, m.phase),
+            None => format!("current:{}", self.current),
+        }
+    }
+
     /// The version a session gets when neither its request nor a route
     /// decides: the new version once `complete` runs, else the old (or only) one.
     pub fn default_version(&self) -> &str {
@@ -84,6 +94,12 @@ impl Versions {
             None => &self.current,
         }
     }
+}
+
+/// The [`Versions::serving`] token of a proxy that serves migration
+/// `version` in `phase`.
+pub fn serving(version: &str, phase: Phase) -> String {
+    format!("{version}:{phase}")
 }
 
 /// Reads the live versions of `schema`; a database without the state
