@@ -1,5 +1,5 @@
 //! Version schemas carry the privileges of what they show (README.md,
-//! "Privileges"): each view gets the table and column privileges of the
+//! "Roles and privileges"): each view gets the table and column privileges of the
 //! table behind it, and the version schema's USAGE goes to every role that
 //! holds one of them. Postgres skips a schema a role cannot use without a
 //! word, so a missing grant would put a session on the physical tables
