@@ -3,7 +3,7 @@
 
 use super::config::{migrate_database_url, resolve_migrate};
 use super::{Command, DbArgs, render};
-use crate::migrate::engine::{Migrator, Pinned};
+use crate::migrate::engine::{Check, Migrator, Pinned};
 use crate::migrate::format;
 
 impl DbArgs {
@@ -33,10 +33,35 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             }
             m.close().await?;
         }
-        Command::Complete { force, db } => {
+        Command::Complete {
+            force,
+            skip_verify,
+            db,
+        } => {
+            let check = if skip_verify {
+                Check::Skip
+            } else {
+                Check::Verify
+            };
             let mut m = db.connect().await?;
-            m.complete(pinned(force)).await?;
+            m.complete_checked(pinned(force), check).await?;
             m.close().await?;
+        }
+        Command::Verify(db) => {
+            let m = db.connect().await?;
+            let reports = m.verify().await?;
+            m.close().await?;
+            for r in &reports {
+                println!("{r}");
+            }
+            if reports.iter().any(|r| r.mismatched > 0) {
+                anyhow::bail!(
+                    "rows disagree between the two versions; `pgshift complete` will refuse until they are written again through either version"
+                );
+            }
+            if reports.is_empty() {
+                println!("nothing to verify: this migration duplicates no column");
+            }
         }
         Command::Rollback { force, db } => {
             let mut m = db.connect().await?;

@@ -47,9 +47,16 @@ pub enum Command {
         /// End the sessions still pinned to the old version instead of refusing
         #[arg(long)]
         force: bool,
+        /// Contract without checking that every row agrees between the
+        /// two shapes (the new version's values are kept)
+        #[arg(long)]
+        skip_verify: bool,
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Check that every row of every converted column agrees between the
+    /// two versions' shapes (complete does this first); exits 1 on a mismatch
+    Verify(DbArgs),
     /// Roll back the active migration, leaving the schema as before start
     Rollback {
         /// End the sessions pinned to the new version instead of refusing

@@ -19,6 +19,7 @@ use super::error::db_message;
 use super::format::{self, Migration};
 use super::names;
 use super::plan::{self, Context, Plan, Step};
+use super::verify;
 use crate::catalog;
 use crate::state::migrations::{self, MigrationRow, NewMigration, StepRef};
 use crate::state::sessions;
@@ -91,6 +92,15 @@ pub enum Pinned {
     /// End them, each client told which command removed its version
     /// (`--force`).
     End,
+}
+
+/// Whether `complete` verifies the rows before it contracts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// Verify, refusing on any mismatch (the default).
+    Verify,
+    /// Contract without verifying (`--skip-verify`).
+    Skip,
 }
 
 /// One migration command's connection, holding the schema's migration
@@ -290,10 +300,56 @@ impl Migrator {
         Ok(())
     }
 
-    /// Completes the active migration: checks that every row is converted,
-    /// then contracts. Resumes an interrupted complete. Live sessions of
-    /// the old version are refused or ended as `pinned` says.
+    /// The backfill's pace from the settings (verify reads at it too).
+    fn tuning(&self) -> Tuning {
+        Tuning {
+            batch_size: self.settings.batch_size,
+            batch_time: self.settings.batch_time,
+            batch_delay: self.settings.batch_delay,
+            lock_timeout: self.settings.lock_timeout,
+            ddl_timeout: self.settings.ddl_timeout,
+        }
+    }
+
+    /// Checks that every row of every duplicated column of the active
+    /// migration agrees between the two shapes ([`verify`]), one report per
+    /// table. Reads only; takes no lock beyond the migration lock.
+    /// Errors: no active migration, one not fully started, or SQL errors.
+    pub async fn verify(&self) -> Result<Vec<verify::Report>, MigrateError> {
+        let active = self.active_or_err().await?;
+        if active.phase != Phase::Active {
+            return Err(wrong_phase(&active.version, active.phase, Action::Complete));
+        }
+        let mut reports = Vec::new();
+        for agreement in &plan_of(&active)?.agreements {
+            reports.push(
+                verify::run(&self.client, agreement, self.tuning())
+                    .await
+                    .map_err(|e| MigrateError::VerifyFailed {
+                        table: agreement.table.clone(),
+                        source: e,
+                    })?,
+            );
+        }
+        Ok(reports)
+    }
+
+    /// Completes the active migration: checks that every row is converted
+    /// and, with `check` [`Check::Verify`], that every row agrees between
+    /// the two shapes; then contracts. Resumes an interrupted complete.
+    /// Live sessions of the old version are refused or ended as `pinned`
+    /// says. Errors: [`MigrateError::Disagree`] with nothing changed.
     pub async fn complete(&mut self, pinned: Pinned) -> Result<(), MigrateError> {
+        self.complete_checked(pinned, Check::Verify).await
+    }
+
+    /// [`Migrator::complete`], choosing whether to verify first
+    /// (`--skip-verify` gives [`Check::Skip`]).
+    pub async fn complete_checked(
+        &mut self,
+        pinned: Pinned,
+        check: Check,
+    ) -> Result<(), MigrateError> {
         let schema = self.schema().to_string();
         let active = self.active_or_err().await?;
         match active.phase {
@@ -306,6 +362,17 @@ impl Migrator {
                             count,
                         });
                     }
+                }
+                if check == Check::Verify {
+                    let reports = self.verify().await?;
+                    if reports.iter().any(|r| r.mismatched > 0) {
+                        return Err(MigrateError::Disagree {
+                            version: active.version.clone(),
+                            reports,
+                        });
+                    }
+                } else {
+                    tracing::warn!(version = %active.version, "complete without verify (--skip-verify)");
                 }
                 let doomed = Doomed::OldVersion.of(&active);
                 self.enter_phase(&active, Phase::Completing, doomed, Action::Complete, pinned)
@@ -527,13 +594,7 @@ impl Migrator {
             };
             return ddl::run(&mut self.client, at, step, &locking).await;
         };
-        let tuning = Tuning {
-            batch_size: self.settings.batch_size,
-            batch_time: self.settings.batch_time,
-            batch_delay: self.settings.batch_delay,
-            lock_timeout: self.settings.lock_timeout,
-            ddl_timeout: self.settings.ddl_timeout,
-        };
+        let tuning = self.tuning();
         backfill::run(&mut self.client, at.schema, at.version, spec, tuning).await?;
         Ok(migrations::mark_done(&self.client, at).await?)
     }

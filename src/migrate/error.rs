@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use super::backends::Backend;
 use super::format::{FormatError, Problem};
+use super::verify::Report;
 pub(crate) use crate::state::db_message;
 use crate::state::sessions::SessionRow;
 use crate::state::{Action, ConnectError, Phase, StateError};
@@ -74,6 +75,19 @@ pub enum MigrateError {
         "{count} row(s) of {what} are not converted yet; run `pgshift start` again to finish the backfill, then complete"
     )]
     NotConverted { what: String, count: i64 },
+    #[error("{}", render_disagree(version, reports))]
+    Disagree {
+        version: String,
+        reports: Vec<Report>,
+    },
+    #[error(
+        "verify could not read table {table:?}: {}; an up or down expression may fail on some row. Nothing was changed; fix the expression's input rows, or contract anyway with `pgshift complete --skip-verify`",
+        db_message(source)
+    )]
+    VerifyFailed {
+        table: String,
+        source: tokio_postgres::Error,
+    },
     #[error("{action} step {position} failed: {message}\n  SQL: {sql}")]
     Step {
         action: Action,
@@ -156,6 +170,23 @@ fn render_behind(
             serving.as_deref().unwrap_or("nothing it has reported")
         ));
     }
+    out
+}
+
+fn render_disagree(version: &str, reports: &[Report]) -> String {
+    let mut out = format!(
+        "complete refused: rows of migration {version:?} disagree between the two versions' shapes, \
+         so contracting would keep one side and lose the other. Nothing was changed."
+    );
+    for r in reports.iter().filter(|r| r.mismatched > 0) {
+        out.push_str(&format!("\n  {r}"));
+    }
+    out.push_str(
+        "\nSuch a row was changed behind the dual-write trigger (triggers disabled, \
+         session_replication_role = replica, or a restore). Write each row again through either \
+         version, then run `pgshift complete`; `pgshift verify` checks again without completing. \
+         `pgshift complete --skip-verify` contracts anyway, keeping the new version's values.",
+    );
     out
 }
 

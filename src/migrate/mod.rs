@@ -14,3 +14,4 @@ pub mod names;
 mod ops;
 pub mod plan;
 pub mod privileges;
+pub mod verify;

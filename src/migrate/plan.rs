@@ -109,6 +109,39 @@ pub struct Verify {
     pub sql: String,
 }
 
+/// How `verify` checks one table before complete contracts it: each row
+/// of each duplicated column must agree between the two shapes, either
+/// `duplicate = up(original row)` (last written by the old version, or
+/// backfilled) or `original = down(new row)` (last written by the new
+/// version), as the dual-write trigger would have made it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    pub schema: String,
+    /// The physical table.
+    pub table: String,
+    /// Keyset columns with their types, as the backfill's; empty means
+    /// batches over ctid page ranges.
+    pub key: Vec<(String, String)>,
+    /// The new shape, (new-version name, physical column): the variables
+    /// `down` expressions see.
+    pub new_cols: Vec<(String, String)>,
+    /// The duplicated columns and how each converts.
+    pub columns: Vec<Converted>,
+}
+
+/// One duplicated column of an [`Agreement`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Converted {
+    /// The old version's physical column.
+    pub original: String,
+    /// The new version's physical column (`_pgshift_new_*`).
+    pub duplicate: String,
+    /// `up`, over the old version's names (which are the physical columns).
+    pub up: Option<String>,
+    /// `down`, over the new version's names.
+    pub down: Option<String>,
+}
+
 /// Everything the three commands will run for one migration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
@@ -118,6 +151,10 @@ pub struct Plan {
     pub old_version_schema: String,
     pub start: Vec<Step>,
     pub verify: Vec<Verify>,
+    /// What `verify` (and `complete`, before it contracts) checks; plans
+    /// stored before verification existed have none.
+    #[serde(default)]
+    pub agreements: Vec<Agreement>,
     pub complete: Vec<Step>,
     pub rollback: Vec<Step>,
 }

@@ -24,3 +24,4 @@ mod rewriter;
 mod routing;
 mod shutdown;
 mod tls;
+mod verify;

@@ -173,6 +173,14 @@ pub(super) fn render(plan: &Plan) -> String {
             }
         }
     }
+    for a in &plan.agreements {
+        for c in &a.columns {
+            out.push_str(&format!(
+                "-- agreement {}.{} <-> {}: up {:?}, down {:?}\n",
+                a.table, c.original, c.duplicate, c.up, c.down
+            ));
+        }
+    }
     for v in &plan.verify {
         out.push_str(&format!("-- verify {}: {}\n", v.what, v.sql));
     }

@@ -5,7 +5,7 @@
 //! (the exact reverse of start).
 
 use super::trigger::trigger_sql;
-use super::{BackfillSpec, Plan, Planner, Privileges, Shape, Step};
+use super::{Agreement, BackfillSpec, Converted, Plan, Planner, Privileges, Shape, Step};
 use crate::migrate::names;
 use crate::quote::{ident, literal, qualified};
 
@@ -31,6 +31,7 @@ impl Planner<'_> {
         start.extend(self.backfill_steps());
         let complete = self.complete_steps(&old_vs, &triggers);
         let rollback = self.rollback_steps(&old_vs, &triggers, &created_views);
+        let agreements = self.agreements();
         Plan {
             version: self.m.name.clone(),
             version_schema: self.version_schema.clone(),
@@ -38,6 +39,7 @@ impl Planner<'_> {
             old_version_schema: old_vs,
             start,
             verify: self.verify,
+            agreements,
             complete,
             rollback,
         }
@@ -191,6 +193,36 @@ impl Planner<'_> {
             .iter()
             .filter(|s| s.backfill_touch || !s.backfill_set.is_empty())
             .map(|shape| Step::Backfill(self.backfill_spec(shape)))
+            .collect()
+    }
+
+    /// What `verify` checks: per table with duplicated columns, each
+    /// column with its `up` and `down`, keyed as its backfill is.
+    fn agreements(&self) -> Vec<Agreement> {
+        let of = |list: &[(String, String)], column: &str| {
+            list.iter()
+                .find(|(c, _)| c == column)
+                .map(|(_, e)| e.clone())
+        };
+        self.shapes
+            .iter()
+            .filter(|s| !s.dropped && !s.duplicates.is_empty())
+            .map(|shape| Agreement {
+                schema: self.cx.schema.to_string(),
+                table: shape.physical.clone(),
+                key: self.backfill_spec(shape).key,
+                new_cols: shape.new_cols.clone(),
+                columns: shape
+                    .duplicates
+                    .iter()
+                    .map(|(original, duplicate)| Converted {
+                        original: original.clone(),
+                        duplicate: duplicate.clone(),
+                        up: of(&shape.up, duplicate),
+                        down: of(&shape.down, original),
+                    })
+                    .collect(),
+            })
             .collect()
     }
 

@@ -74,6 +74,7 @@ operations:
             DROP TRIGGER IF EXISTS "_pgshift_02_change_orders" ON "public"."orders"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_orders"()
             ALTER TABLE "public"."orders" DROP COLUMN IF EXISTS "_pgshift_new_amount"
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+            -- agreement orders.amount <-> _pgshift_new_amount: up Some("round(amount * 100)::bigint"), down Some("amount / 100.0")
             -- verify orders._pgshift_new_amount: SELECT count(*) FROM "public"."orders" WHERE "_pgshift_new_amount" IS NULL AND (round(amount * 100)::bigint) IS NOT NULL
         "#]],
     );

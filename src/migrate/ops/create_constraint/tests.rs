@@ -77,6 +77,7 @@ operations:
             DROP TRIGGER IF EXISTS "_pgshift_02_change_orders" ON "public"."orders"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_orders"()
             ALTER TABLE "public"."orders" DROP COLUMN IF EXISTS "_pgshift_new_amount"
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+            -- agreement orders.amount <-> _pgshift_new_amount: up Some("greatest(amount, 0.01)"), down Some("amount")
             -- verify orders._pgshift_new_amount: SELECT count(*) FROM "public"."orders" WHERE "_pgshift_new_amount" IS NULL AND (greatest(amount, 0.01)) IS NOT NULL
         "#]],
     );
@@ -156,6 +157,7 @@ operations:
             DROP TRIGGER IF EXISTS "_pgshift_02_change_orders" ON "public"."orders"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_orders"()
             ALTER TABLE "public"."orders" DROP COLUMN IF EXISTS "_pgshift_new_status"
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+            -- agreement orders.status <-> _pgshift_new_status: up Some("status || '-' || id"), down Some("status")
             -- verify orders._pgshift_new_status: SELECT count(*) FROM "public"."orders" WHERE "_pgshift_new_status" IS NULL AND (status || '-' || id) IS NOT NULL
         "#]],
     );

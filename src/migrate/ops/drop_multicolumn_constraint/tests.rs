@@ -76,6 +76,7 @@ operations:
             DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"()
             ALTER TABLE "public"."users" DROP COLUMN IF EXISTS "_pgshift_new_email"
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+            -- agreement users.email <-> _pgshift_new_email: up Some("lower(email)"), down Some("email")
             -- verify users._pgshift_new_email: SELECT count(*) FROM "public"."users" WHERE "_pgshift_new_email" IS NULL AND (lower(email)) IS NOT NULL
         "#]],
     );
