@@ -200,6 +200,51 @@ impl TempCluster {
         .map(|_| ())
     }
 
+    /// A streaming replica of this cluster, as an operator makes one:
+    /// `pg_basebackup -R -X stream` over the Unix-domain socket (the
+    /// default `pg_hba.conf` trusts local replication), then a second
+    /// postmaster on a free loopback port. It reports itself to the
+    /// primary as `name` (`cluster_name`, which the WAL receiver sends as
+    /// its application_name). Blocks until it accepts connections.
+    pub fn start_replica(&self, name: &str) -> Result<TempCluster, ClusterError> {
+        let dir = tempfile::Builder::new()
+            .prefix("pgshift-replica-")
+            .tempdir()?;
+        if let Some((uid, gid)) = self.owner {
+            nix::unistd::chown(dir.path(), Some(uid.into()), Some(gid.into()))
+                .map_err(std::io::Error::from)?;
+        }
+        let mut replica = TempCluster {
+            dir,
+            bindir: self.bindir.clone(),
+            owner: self.owner,
+            port: 0,
+        };
+        let data = replica.data_dir();
+        let source = format!(
+            "host={} port={} user=postgres",
+            self.socket_dir().display(),
+            self.port
+        );
+        replica.run(
+            "pg_basebackup",
+            &["-D", path_str(&data), "-R", "-X", "stream", "-d", &source],
+        )?;
+        replica.configure(&ClusterOptions {
+            settings: vec![("cluster_name".into(), format!("'{name}'"))],
+            ..Default::default()
+        })?;
+        let mut last_error = None;
+        for _ in 0..5 {
+            replica.port = free_port()?;
+            match replica.pg_ctl_start() {
+                Ok(()) => return Ok(replica),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
     /// Starts the server again after [`TempCluster::stop`], on the same port.
     pub fn start_again(&self) -> Result<(), ClusterError> {
         self.pg_ctl_start()

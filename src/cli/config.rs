@@ -291,6 +291,11 @@ pub struct MigrateSettings {
     /// [default: 10s]
     #[arg(long, env = "PGSHIFT_PROXY_TIMEOUT")]
     pub proxy_timeout: Option<String>,
+    /// The backfill pauses while a streaming replica lags more than this,
+    /// and resumes once it falls back under it; 0 turns the watch off
+    /// [default: 1s]
+    #[arg(long, env = "PGSHIFT_MAX_REPLICA_LAG")]
+    pub max_replica_lag: Option<String>,
 }
 
 impl MigrateSettings {
@@ -306,6 +311,7 @@ impl MigrateSettings {
             session_move_timeout: self.session_move_timeout.or(other.session_move_timeout),
             ddl_timeout: self.ddl_timeout.or(other.ddl_timeout),
             proxy_timeout: self.proxy_timeout.or(other.proxy_timeout),
+            max_replica_lag: self.max_replica_lag.or(other.max_replica_lag),
         }
     }
 }
@@ -362,6 +368,11 @@ pub fn resolve_migrate(
             "proxy_timeout",
             merged.proxy_timeout,
             &mut settings.proxy_timeout,
+        ),
+        (
+            "max_replica_lag",
+            merged.max_replica_lag,
+            &mut settings.max_replica_lag,
         ),
     ];
     for (setting, raw, value) in durations {

@@ -24,11 +24,15 @@ pub fn status(status: &Status) -> String {
             for b in &a.backfill {
                 let _ = writeln!(
                     out,
-                    "  backfill {}: {} rows in {} batches{}",
+                    "  backfill {}: {} rows in {} batches{}{}",
                     b.table,
                     b.rows_done,
                     b.batches,
-                    if b.done { ", done" } else { "" }
+                    if b.done { ", done" } else { "" },
+                    b.held_by
+                        .as_deref()
+                        .map(|h| format!(", held back by {h}"))
+                        .unwrap_or_default()
                 );
             }
         }

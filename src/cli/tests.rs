@@ -22,6 +22,7 @@ fn migrator_flags_default_to_the_engine_defaults() {
     assert_eq!(parsed.session_move_timeout, engine.session_move_timeout);
     assert_eq!(parsed.ddl_timeout, engine.ddl_timeout);
     assert_eq!(parsed.proxy_timeout, engine.proxy_timeout);
+    assert_eq!(parsed.max_replica_lag, engine.max_replica_lag);
     assert_eq!(parsed.schema, engine.schema);
 }
 
@@ -43,6 +44,7 @@ fn the_help_states_the_engine_defaults() {
         fmt(engine.session_move_timeout),
         fmt(engine.ddl_timeout),
         fmt(engine.proxy_timeout),
+        fmt(engine.max_replica_lag),
     ] {
         assert!(
             help.contains(&format!("[default: {default}]")),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use super::lag::{CHECK_EVERY, LagWatch, Lagging};
 use super::plan::BackfillSpec;
 use crate::quote::{ident, qualified};
 use crate::state::backfill::{self as checkpoints, save_checkpoint_cte};
@@ -31,6 +32,9 @@ pub struct Tuning {
     /// How long batches keep retrying behind row locks before the
     /// backfill gives up (`--ddl-timeout`).
     pub ddl_timeout: Duration,
+    /// Batches pause while a streaming replica lags more than this
+    /// (`--max-replica-lag`; zero: not watched).
+    pub max_replica_lag: Duration,
 }
 
 /// A batch's own time on the server, in seconds (float8): the batch size
@@ -196,6 +200,16 @@ impl Progress {
         }
     }
 
+    /// Shows what holds the backfill back (`None`: nothing any more).
+    fn held_by(&self, lagging: Option<&Lagging>) {
+        if let Some(bar) = &self.bar {
+            match lagging {
+                Some(l) => bar.set_message(format!("{} (paused: {l})", self.table)),
+                None => bar.set_message(self.table.clone()),
+            }
+        }
+    }
+
     fn finish(&self, done: u64) {
         if let Some(bar) = &self.bar {
             bar.finish();
@@ -237,6 +251,7 @@ pub async fn run(
         last: checkpoint.last_key,
         done_rows: checkpoint.rows_done,
         progress: Progress::new(&spec.table, estimate, checkpoint.rows_done),
+        lag: LagWatch::new(tuning.max_replica_lag),
     };
     // One lock_timeout for the whole loop: each batch is a single statement.
     // A generic plan: by default Postgres plans every execution of the
@@ -332,9 +347,45 @@ struct Batches<'a> {
     last: Option<Vec<String>>,
     done_rows: u64,
     progress: Progress,
+    lag: LagWatch,
 }
 
 impl Batches<'_> {
+    /// Waits while a streaming replica lags past `--max-replica-lag`,
+    /// saying so in the log, on the progress bar and in the checkpoint row
+    /// (`status` shows it), until it falls back under the limit.
+    async fn wait_for_replicas(&mut self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        let Some(first) = self.lag.lagging(client).await? else {
+            return Ok(());
+        };
+        let (schema, version, table) = (self.schema, self.version, &self.spec.table);
+        let began = Instant::now();
+        tracing::warn!(
+            table = %table,
+            replica = %first.replica,
+            lag_ms = first.lag.as_millis() as u64,
+            unreplayed_bytes = first.bytes,
+            limit_ms = self.tuning.max_replica_lag.as_millis() as u64,
+            "backfill paused: a replica lags more than --max-replica-lag"
+        );
+        let mut current = Some(first);
+        while let Some(lagging) = current {
+            self.progress.held_by(Some(&lagging));
+            checkpoints::set_held_by(client, schema, version, table, Some(&lagging.to_string()))
+                .await?;
+            tokio::time::sleep(CHECK_EVERY).await;
+            current = self.lag.lagging(client).await?;
+        }
+        self.progress.held_by(None);
+        checkpoints::set_held_by(client, schema, version, table, None).await?;
+        tracing::info!(
+            table = %table,
+            paused_ms = began.elapsed().as_millis() as u64,
+            "backfill resumed: replica lag is back under --max-replica-lag"
+        );
+        Ok(())
+    }
+
     /// Runs batches until none is left. Each batch is one statement that
     /// also saves its checkpoint, so it commits or rolls back whole.
     /// Errors: any SQL error other than a lock timeout, which is retried
@@ -369,6 +420,7 @@ impl Batches<'_> {
             if self.upper.is_empty() || (spec.key.is_empty() && from >= last_page) {
                 return Ok(());
             }
+            self.wait_for_replicas(client).await?;
             // ctid: pages [from, to); keyset: after the last key, up to the bound.
             let to =
                 (from + ((size as f64) / self.rows_per_page).ceil().max(1.0) as i64).min(last_page);

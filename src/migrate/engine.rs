@@ -60,6 +60,9 @@ pub struct Settings {
     pub ddl_timeout: Duration,
     /// How long `start` waits for every live proxy to serve the new version.
     pub proxy_timeout: Duration,
+    /// The backfill pauses while a streaming replica lags more than this
+    /// (zero: not watched).
+    pub max_replica_lag: Duration,
 }
 
 impl Settings {
@@ -67,7 +70,8 @@ impl Settings {
     /// schema `public`; lock_timeout 500 ms; backfill batches of at most
     /// 1000 rows that aim at [`BATCH_TIME`], with [`BATCH_DELAY`] between
     /// them; 30 s for sessions to move; 10 min for a DDL step behind locks;
-    /// 10 s for the proxies to serve a new version.
+    /// 10 s for the proxies to serve a new version; backfill paused while
+    /// a replica lags over 1 s.
     pub fn new(database_url: String) -> Settings {
         Settings {
             database_url,
@@ -79,6 +83,7 @@ impl Settings {
             session_move_timeout: Duration::from_secs(30),
             ddl_timeout: Duration::from_secs(600),
             proxy_timeout: Duration::from_secs(10),
+            max_replica_lag: Duration::from_secs(1),
         }
     }
 }
@@ -308,6 +313,7 @@ impl Migrator {
             batch_delay: self.settings.batch_delay,
             lock_timeout: self.settings.lock_timeout,
             ddl_timeout: self.settings.ddl_timeout,
+            max_replica_lag: self.settings.max_replica_lag,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod expr;
 pub mod format;
+pub mod lag;
 pub mod names;
 mod ops;
 pub mod plan;

@@ -296,7 +296,10 @@ async fn show_migration(shared: &Shared) -> Result<BytesMut, Refusal> {
         .map_err(|e| Refusal("XX000", e.to_string()))?;
     let mut rows = Vec::new();
     if let Some(active) = &status.active {
-        let base = |table: Option<String>, rows: Option<String>, done: Option<String>| {
+        let base = |table: Option<String>,
+                    rows: Option<String>,
+                    done: Option<String>,
+                    held_by: Option<String>| {
             vec![
                 Some(active.version.clone()),
                 Some(active.old_version.clone()),
@@ -305,16 +308,18 @@ async fn show_migration(shared: &Shared) -> Result<BytesMut, Refusal> {
                 table,
                 rows,
                 done,
+                held_by,
             ]
         };
         if active.backfill.is_empty() {
-            rows.push(base(None, None, None));
+            rows.push(base(None, None, None, None));
         }
         for b in &active.backfill {
             rows.push(base(
                 Some(b.table.clone()),
                 Some(b.rows_done.to_string()),
                 Some(b.done.to_string()),
+                b.held_by.clone(),
             ));
         }
     }
@@ -327,6 +332,7 @@ async fn show_migration(shared: &Shared) -> Result<BytesMut, Refusal> {
             "backfill_table",
             "backfill_rows_done",
             "backfill_done",
+            "backfill_held_by",
         ],
         &rows,
         &format!("SHOW {}", rows.len()),

@@ -28,6 +28,8 @@ pub struct BackfillStatus {
     pub rows_done: i64,
     pub batches: i64,
     pub done: bool,
+    /// What holds the backfill back now (`replica lag ...`), or `None`.
+    pub held_by: Option<String>,
 }
 
 /// The checkpoint of `table` in migration `version`, created empty the
@@ -76,6 +78,24 @@ pub async fn set_upper_key(
     Ok(())
 }
 
+/// Records what holds the backfill of `table` back (`None`: nothing), for
+/// `status` and the console.
+pub async fn set_held_by(
+    client: &impl GenericClient,
+    schema: &str,
+    version: &str,
+    table: &str,
+    held_by: Option<&str>,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE pgshift.backfill SET held_by = $4 WHERE schema_name = $1 AND version = $2 AND table_name = $3",
+            &[&schema, &version, &table, &held_by],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Marks the backfill of `table` finished.
 pub async fn mark_done(
     client: &impl GenericClient,
@@ -85,7 +105,7 @@ pub async fn mark_done(
 ) -> Result<(), tokio_postgres::Error> {
     client
         .execute(
-            "UPDATE pgshift.backfill SET done = true, updated_at = now() WHERE schema_name = $1 AND version = $2 AND table_name = $3",
+            "UPDATE pgshift.backfill SET done = true, held_by = NULL, updated_at = now() WHERE schema_name = $1 AND version = $2 AND table_name = $3",
             &[&schema, &version, &table],
         )
         .await?;
@@ -115,7 +135,7 @@ pub async fn progress(
 ) -> Result<Vec<BackfillStatus>, StateError> {
     Ok(client
         .query(
-            "SELECT table_name, rows_done, batches, done FROM pgshift.backfill
+            "SELECT table_name, rows_done, batches, done, held_by FROM pgshift.backfill
              WHERE schema_name = $1 AND version = $2 ORDER BY table_name",
             &[&schema, &version],
         )
@@ -126,6 +146,7 @@ pub async fn progress(
             rows_done: r.get(1),
             batches: r.get(2),
             done: r.get(3),
+            held_by: r.get(4),
         })
         .collect())
 }

@@ -183,6 +183,7 @@ CREATE TABLE IF NOT EXISTS pgshift.backfill (
     PRIMARY KEY (schema_name, version, table_name),
     FOREIGN KEY (schema_name, version) REFERENCES pgshift.migrations ON DELETE CASCADE
 );
+ALTER TABLE pgshift.backfill ADD COLUMN IF NOT EXISTS held_by text;
 "#
     )
 }

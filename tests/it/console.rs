@@ -132,7 +132,8 @@ async fn the_console_shows_clients_versions_routes_and_the_migration_and_pins() 
             s("public_01_users"),
             s("users"),
             s("50"),
-            s("true")
+            s("true"),
+            None
         ]]
     );
 

@@ -20,6 +20,7 @@ mod migrate;
 mod moves;
 mod production;
 mod protocol;
+mod replica;
 mod rewriter;
 mod routing;
 mod shutdown;
