@@ -3,13 +3,21 @@
 
 use super::config::{migrate_database_url, resolve_migrate};
 use super::{Command, DbArgs, render};
-use crate::migrate::engine::{Check, Migrator, Pinned};
+use crate::migrate::engine::{Check, Migrator, Pinned, Settings};
 use crate::migrate::format;
+use crate::migrate::lint::{self, Finding, Level};
 
 impl DbArgs {
     /// Connects with the settings these arguments resolve to.
     async fn connect(&self) -> anyhow::Result<Migrator> {
-        let settings = resolve_migrate(&self.settings, self.config.as_deref())?;
+        self.connect_with(|_| {}).await
+    }
+
+    /// Connects with the settings these arguments resolve to, as `adjust`
+    /// changes them (a command's own flags).
+    async fn connect_with(&self, adjust: impl FnOnce(&mut Settings)) -> anyhow::Result<Migrator> {
+        let mut settings = resolve_migrate(&self.settings, self.config.as_deref())?;
+        adjust(&mut settings);
         Ok(Migrator::connect(settings).await?)
     }
 }
@@ -25,8 +33,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             db.connect().await?.close().await?;
             println!("the pgshift state schema is ready");
         }
-        Command::Start { file, complete, db } => {
-            let mut m = db.connect().await?;
+        Command::Start {
+            file,
+            complete,
+            allow_unsafe,
+            db,
+        } => {
+            let mut m = db.connect_with(|s| s.allow_unsafe = allow_unsafe).await?;
             m.start(&file).await?;
             if complete {
                 m.complete(Pinned::Refuse).await?;
@@ -111,6 +124,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             print!("{}", render::plan(&plan));
         }
         Command::Validate { file, db } => validate(&file, &db).await?,
+        Command::Lint { files } => lint_files(&files)?,
         Command::Proxy(_) => unreachable!("the proxy runs on a runtime of its own"),
     }
     Ok(())
@@ -120,6 +134,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 /// the live catalog.
 async fn validate(file: &std::path::Path, db: &DbArgs) -> anyhow::Result<()> {
     let migration = format::load(file)?;
+    let findings = lint::lint_migration(&migration);
+    report(&file.display().to_string(), &findings)?;
     if migrate_database_url(&db.settings, db.config.as_deref())?.is_none() {
         println!(
             "{}: valid (pass --database-url to check it against the live catalog too)",
@@ -134,5 +150,49 @@ async fn validate(file: &std::path::Path, db: &DbArgs) -> anyhow::Result<()> {
         "{}: valid, and applies to the live database",
         file.display()
     );
+    Ok(())
+}
+
+/// Lints each file: `.sql` as a plain SQL migration, anything else as a
+/// migration file. Errors when any file has an error-level finding.
+fn lint_files(files: &[std::path::PathBuf]) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for file in files {
+        let name = file.display().to_string();
+        let findings = if file.extension().is_some_and(|e| e == "sql") {
+            let sql = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("cannot read {name}: {e}"))?;
+            lint::lint_sql_file(&name, &sql)
+        } else {
+            lint::lint_migration(&format::load(file)?)
+        };
+        if report(&name, &findings).is_err() {
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "lint found errors in {}; use the operation each names (`pgshift start --allow-unsafe` runs a migration file anyway)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Prints `findings` of `file` and a count; errors when one is an error.
+fn report(file: &str, findings: &[Finding]) -> anyhow::Result<()> {
+    for f in findings {
+        if f.at.starts_with(file) {
+            println!("{f}");
+        } else {
+            println!("{file}: {f}");
+        }
+    }
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    let warnings = findings.len() - errors;
+    println!("{file}: lint: {errors} error(s), {warnings} warning(s)");
+    if errors > 0 {
+        anyhow::bail!("{file}: lint found {errors} error(s)");
+    }
     Ok(())
 }

@@ -39,6 +39,9 @@ pub enum Command {
         /// Complete it right after starting
         #[arg(long)]
         complete: bool,
+        /// Start even when lint finds errors in the file
+        #[arg(long)]
+        allow_unsafe: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -78,6 +81,13 @@ pub enum Command {
         dir: PathBuf,
         #[command(flatten)]
         db: DbArgs,
+    },
+    /// Lint migration files (pgroll JSON/YAML, or plain .sql as Flyway,
+    /// Alembic or Rails write them) for DDL that blocks or breaks clients;
+    /// exits 1 on an error-level finding
+    Lint {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Check a migration file against the schema and, with a database, the live catalog
     Validate {

@@ -17,6 +17,7 @@ use super::ddl::{self, DdlError};
 pub use super::error::MigrateError;
 use super::error::db_message;
 use super::format::{self, Migration};
+use super::lint;
 use super::names;
 use super::plan::{self, Context, Plan, Step};
 use super::verify;
@@ -63,6 +64,9 @@ pub struct Settings {
     /// The backfill pauses while a streaming replica lags more than this
     /// (zero: not watched).
     pub max_replica_lag: Duration,
+    /// `start` runs a migration that lint finds errors in (start's
+    /// `--allow-unsafe`); false by default.
+    pub allow_unsafe: bool,
 }
 
 impl Settings {
@@ -84,6 +88,7 @@ impl Settings {
             ddl_timeout: Duration::from_secs(600),
             proxy_timeout: Duration::from_secs(10),
             max_replica_lag: Duration::from_secs(1),
+            allow_unsafe: false,
         }
     }
 }
@@ -239,6 +244,7 @@ impl Migrator {
                 });
             }
             None => {
+                self.lint(&file, &migration)?;
                 let plan = self.plan(&file, &migration).await?;
                 self.record(&plan, &migration).await?;
                 tracing::info!(version = %plan.version, version_schema = %plan.version_schema, "migration recorded; starting");
@@ -250,6 +256,30 @@ impl Migrator {
         self.proxies_serve(&migration.name).await?;
         tracing::info!(version = %migration.name, "migration started: both versions are live");
         Ok(())
+    }
+
+    /// Lints `migration` ([`lint`]): every finding is logged; errors refuse
+    /// the start unless `allow_unsafe` is set.
+    fn lint(&self, file: &str, migration: &Migration) -> Result<(), MigrateError> {
+        let findings = lint::lint_migration(migration);
+        for f in &findings {
+            tracing::warn!(file = %file, "{f}");
+        }
+        let errors: Vec<lint::Finding> = findings
+            .into_iter()
+            .filter(|f| f.level == lint::Level::Error)
+            .collect();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        if self.settings.allow_unsafe {
+            tracing::warn!(file = %file, errors = errors.len(), "starting despite lint errors (--allow-unsafe)");
+            return Ok(());
+        }
+        Err(MigrateError::Unsafe {
+            file: file.to_string(),
+            findings: errors,
+        })
     }
 
     /// Waits until every live proxy serves the new version of active

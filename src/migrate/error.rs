@@ -8,6 +8,7 @@ use thiserror::Error;
 
 use super::backends::Backend;
 use super::format::{FormatError, Problem};
+use super::lint::Finding;
 use super::verify::Report;
 pub(crate) use crate::state::db_message;
 use crate::state::sessions::SessionRow;
@@ -75,6 +76,11 @@ pub enum MigrateError {
         "{count} row(s) of {what} are not converted yet; run `pgshift start` again to finish the backfill, then complete"
     )]
     NotConverted { what: String, count: i64 },
+    #[error("{}", render_unsafe(file, findings))]
+    Unsafe {
+        file: String,
+        findings: Vec<Finding>,
+    },
     #[error("{}", render_disagree(version, reports))]
     Disagree {
         version: String,
@@ -170,6 +176,20 @@ fn render_behind(
             serving.as_deref().unwrap_or("nothing it has reported")
         ));
     }
+    out
+}
+
+fn render_unsafe(file: &str, findings: &[Finding]) -> String {
+    let mut out = format!(
+        "{file}: lint found {} error(s); nothing was started:",
+        findings.len()
+    );
+    for f in findings {
+        out.push_str(&format!("\n  {f}"));
+    }
+    out.push_str(
+        "\nUse the operation each finding names, or run it anyway with `pgshift start --allow-unsafe`.",
+    );
     out
 }
 

@@ -11,6 +11,7 @@ pub mod error;
 pub mod expr;
 pub mod format;
 pub mod lag;
+pub mod lint;
 pub mod names;
 mod ops;
 pub mod plan;

@@ -155,3 +155,87 @@ async fn commands_through_the_binary() {
         .get(0);
     assert_eq!(b, "X");
 }
+
+/// `pgshift lint` on a plain SQL migration (as Flyway writes one) and a
+/// migration file; `start` refuses a file lint finds errors in, and
+/// `--allow-unsafe` starts it anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lint_flags_unsafe_ddl_and_start_refuses_it_without_allow_unsafe() {
+    let lab =
+        Lab::new("CREATE TABLE t (id int PRIMARY KEY, a text); INSERT INTO t VALUES (1, 'x');")
+            .await;
+    let url = lab.cluster.url("postgres");
+    let flyway = lab.file(
+        "V3__index.sql",
+        "-- add an index\nCREATE TABLE notes (id int);\nCREATE INDEX ON notes (id);\n\nCREATE INDEX t_a ON t (a);\nALTER TABLE t ADD COLUMN at timestamp;\n",
+    );
+    let unsafe_file = lab.file(
+        "02_index.json",
+        r#"{"operations": [{"sql": {"up": "CREATE INDEX t_a ON t (a)", "down": "DROP INDEX CONCURRENTLY IF EXISTS t_a"}}]}"#,
+    );
+    let (flyway, unsafe_file) = (
+        flyway.to_str().unwrap().to_string(),
+        unsafe_file.to_str().unwrap().to_string(),
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let files = [flyway.clone(), unsafe_file.clone()];
+        move || pgshift(&["lint", &files[0], &files[1]], &[])
+    })
+    .await
+    .unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "{flyway}:5: error [require-concurrent-index-creation]"
+        )) && msg.contains(&format!("{flyway}:6: warning [prefer-timestamptz]"))
+            && msg.contains("instead: pgroll's create_index")
+            && msg.contains(&format!("{unsafe_file}: lint: 1 error(s), 0 warning(s)"))
+            && !msg.contains(":3: error"),
+        "{msg}"
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let (file, url) = (unsafe_file.clone(), url.clone());
+        move || pgshift(&["start", &file, "--database-url", &url], &[])
+    })
+    .await
+    .unwrap();
+    let msg = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{msg}");
+    assert!(
+        msg.contains("lint found 1 error(s); nothing was started")
+            && msg.contains("--allow-unsafe"),
+        "{msg}"
+    );
+    let direct = crate::harness::connect(&url).await;
+    let recorded: i64 = direct
+        .query_one("SELECT count(*) FROM pgshift.migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, 0, "a refused start records nothing");
+
+    let out = tokio::task::spawn_blocking({
+        let (file, url) = (unsafe_file.clone(), url.clone());
+        move || {
+            pgshift(
+                &["start", &file, "--allow-unsafe", "--database-url", &url],
+                &[],
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let indexed: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 't_a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(indexed, 1);
+}
