@@ -271,11 +271,13 @@ pub struct MigrateSettings {
     /// --backfill-batch-time) [default: 1000]
     #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_SIZE")]
     pub backfill_batch_size: Option<i64>,
-    /// The time one backfill batch aims at, measured on the server;
-    /// shorter batches disturb clients less [default: 500us]
+    /// A fixed pace: the time each backfill batch aims at, measured on
+    /// the server (without this or --backfill-batch-delay the pace adapts
+    /// to client latency, starting here) [default: 500us]
     #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_TIME")]
     pub backfill_batch_time: Option<String>,
-    /// Pause between backfill batches [default: 2ms]
+    /// A fixed pace: the pause between backfill batches (see
+    /// --backfill-batch-time) [default: 2ms]
     #[arg(long, env = "PGSHIFT_BACKFILL_BATCH_DELAY")]
     pub backfill_batch_delay: Option<String>,
     /// How long start waits for the old version's sessions to move onto its
@@ -296,6 +298,11 @@ pub struct MigrateSettings {
     /// [default: 1s]
     #[arg(long, env = "PGSHIFT_MAX_REPLICA_LAG")]
     pub max_replica_lag: Option<String>,
+    /// The adaptive backfill keeps clients' p99 (as the proxies measure
+    /// it) within this factor of its level before the backfill
+    /// [default: 2]
+    #[arg(long, env = "PGSHIFT_MAX_LATENCY_FACTOR")]
+    pub max_latency_factor: Option<f64>,
 }
 
 impl MigrateSettings {
@@ -312,6 +319,7 @@ impl MigrateSettings {
             ddl_timeout: self.ddl_timeout.or(other.ddl_timeout),
             proxy_timeout: self.proxy_timeout.or(other.proxy_timeout),
             max_replica_lag: self.max_replica_lag.or(other.max_replica_lag),
+            max_latency_factor: self.max_latency_factor.or(other.max_latency_factor),
         }
     }
 }
@@ -342,6 +350,11 @@ pub fn resolve_migrate(
     if let Some(size) = merged.backfill_batch_size {
         settings.batch_size = size.max(1);
     }
+    if let Some(factor) = merged.max_latency_factor {
+        settings.max_latency_factor = factor.max(1.0);
+    }
+    settings.fixed_pace =
+        merged.backfill_batch_time.is_some() || merged.backfill_batch_delay.is_some();
     let durations = [
         (
             "lock_timeout",

@@ -23,6 +23,8 @@ fn migrator_flags_default_to_the_engine_defaults() {
     assert_eq!(parsed.ddl_timeout, engine.ddl_timeout);
     assert_eq!(parsed.proxy_timeout, engine.proxy_timeout);
     assert_eq!(parsed.max_replica_lag, engine.max_replica_lag);
+    assert_eq!(parsed.max_latency_factor, engine.max_latency_factor);
+    assert_eq!(parsed.fixed_pace, engine.fixed_pace);
     assert_eq!(parsed.schema, engine.schema);
 }
 
@@ -45,6 +47,7 @@ fn the_help_states_the_engine_defaults() {
         fmt(engine.ddl_timeout),
         fmt(engine.proxy_timeout),
         fmt(engine.max_replica_lag),
+        engine.max_latency_factor.to_string(),
     ] {
         assert!(
             help.contains(&format!("[default: {default}]")),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 use super::lag::{CHECK_EVERY, LagWatch, Lagging};
+use super::pace::Pace;
 use super::plan::BackfillSpec;
 use crate::quote::{ident, qualified};
 use crate::state::backfill::{self as checkpoints, save_checkpoint_cte};
@@ -35,6 +36,28 @@ pub struct Tuning {
     /// Batches pause while a streaming replica lags more than this
     /// (`--max-replica-lag`; zero: not watched).
     pub max_replica_lag: Duration,
+    /// Keep `batch_time` and `batch_delay` as given instead of adapting
+    /// them to the clients' latency ([`super::pace`]).
+    pub fixed_pace: bool,
+    /// The adaptive pace keeps clients' p99 within this factor of its
+    /// level before the backfill.
+    pub max_latency_factor: f64,
+}
+
+impl Tuning {
+    /// The pace these settings give.
+    pub fn pace(&self) -> Pace {
+        if self.fixed_pace {
+            Pace::fixed(self.batch_time, self.batch_delay, self.batch_size.max(1))
+        } else {
+            Pace::adaptive(
+                self.batch_time,
+                self.batch_delay,
+                self.batch_size,
+                self.max_latency_factor,
+            )
+        }
+    }
 }
 
 /// A batch's own time on the server, in seconds (float8): the batch size
@@ -252,6 +275,7 @@ pub async fn run(
         done_rows: checkpoint.rows_done,
         progress: Progress::new(&spec.table, estimate, checkpoint.rows_done),
         lag: LagWatch::new(tuning.max_replica_lag),
+        pace: tuning.pace(),
     };
     // One lock_timeout for the whole loop: each batch is a single statement.
     // A generic plan: by default Postgres plans every execution of the
@@ -348,9 +372,39 @@ struct Batches<'a> {
     done_rows: u64,
     progress: Progress,
     lag: LagWatch,
+    pace: Pace,
 }
 
 impl Batches<'_> {
+    /// Adapts the pace to the clients' latency ([`Pace::look`]); when what
+    /// holds the backfill back changes, says so in the log, on the
+    /// progress bar and in the checkpoint row.
+    async fn follow_clients(&mut self, client: &Client) -> Result<(), tokio_postgres::Error> {
+        if !self.pace.look(client, self.schema).await? {
+            return Ok(());
+        }
+        let (schema, version, table) = (self.schema, self.version, &self.spec.table);
+        match self.pace.holding() {
+            Some(why) => tracing::warn!(
+                table = %table,
+                batch_time_us = self.pace.batch_time().as_micros() as u64,
+                delay_ms = self.pace.delay().as_millis() as u64,
+                "backfill slowed: {why}"
+            ),
+            None => {
+                tracing::info!(table = %table, "backfill speeding up: client latency is back within --max-latency-factor")
+            }
+        }
+        if let Some(bar) = &self.progress.bar {
+            match self.pace.holding() {
+                Some(why) => bar.set_message(format!("{table} (slowed: {why})")),
+                None => bar.set_message(table.clone()),
+            }
+        }
+        checkpoints::set_held_by(client, schema, version, table, self.pace.holding()).await?;
+        Ok(())
+    }
+
     /// Waits while a streaming replica lags past `--max-replica-lag`,
     /// saying so in the log, on the progress bar and in the checkpoint row
     /// (`status` shows it), until it falls back under the limit.
@@ -377,7 +431,7 @@ impl Batches<'_> {
             current = self.lag.lagging(client).await?;
         }
         self.progress.held_by(None);
-        checkpoints::set_held_by(client, schema, version, table, None).await?;
+        checkpoints::set_held_by(client, schema, version, table, self.pace.holding()).await?;
         tracing::info!(
             table = %table,
             paused_ms = began.elapsed().as_millis() as u64,
@@ -412,6 +466,9 @@ impl Batches<'_> {
                     .await?,
             )
         };
+        // Before the first batch: the clients' latency now is the level
+        // the adaptive pace keeps them near.
+        self.follow_clients(client).await?;
         let mut size = self.tuning.batch_size.max(1);
         let mut attempt = 0u32;
         let mut blocked_since: Option<tokio::time::Instant> = None;
@@ -421,6 +478,7 @@ impl Batches<'_> {
                 return Ok(());
             }
             self.wait_for_replicas(client).await?;
+            self.follow_clients(client).await?;
             // ctid: pages [from, to); keyset: after the last key, up to the bound.
             let to =
                 (from + ((size as f64) / self.rows_per_page).ceil().max(1.0) as i64).min(last_page);
@@ -468,11 +526,11 @@ impl Batches<'_> {
             size = next_batch_size(
                 size,
                 Duration::from_secs_f64(took.max(0.0)),
-                self.tuning.batch_size.max(1),
-                self.tuning.batch_time,
+                self.pace.max_batch(),
+                self.pace.batch_time(),
             );
-            if !self.tuning.batch_delay.is_zero() {
-                tokio::time::sleep(self.tuning.batch_delay).await;
+            if !self.pace.delay().is_zero() {
+                tokio::time::sleep(self.pace.delay()).await;
             }
         }
     }

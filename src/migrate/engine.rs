@@ -27,17 +27,16 @@ use crate::state::sessions;
 pub use crate::state::status::{ActiveStatus, HistoryEntry, Status};
 use crate::state::{self, Action, Phase, StateError};
 
-/// The default time one backfill batch aims at (`--backfill-batch-time`),
-/// measured on the server. Under load, clients' tail latency follows the
-/// length of each burst of backfill work more than the backfill's rate: a
-/// client woken on a core that a batch holds waits for it. Bursts of 0.5 ms
-/// kept p99 under 2x steady state where 1 ms bursts did not
-/// (bench/README.md, "A migration under live load").
+/// The time one backfill batch aims at where the adaptive pace starts, and
+/// the fixed pace's when only `--backfill-batch-delay` is given. Under
+/// load, clients' tail latency follows the length of each burst of
+/// backfill work more than the backfill's rate: a client woken on a core
+/// that a batch holds waits for it (bench/README.md, "A migration under
+/// live load").
 pub const BATCH_TIME: Duration = Duration::from_micros(500);
 
-/// The default pause after each backfill batch (`--backfill-batch-delay`).
-/// With [`BATCH_TIME`], about 22,000 rows a second on a 2-core machine
-/// with the backfill's backend at about 15% of one core.
+/// The pause after each backfill batch where the adaptive pace starts, and
+/// the fixed pace's when only `--backfill-batch-time` is given.
 pub const BATCH_DELAY: Duration = Duration::from_millis(2);
 
 /// Settings every migration command takes.
@@ -67,6 +66,12 @@ pub struct Settings {
     /// `start` runs a migration that lint finds errors in (start's
     /// `--allow-unsafe`); false by default.
     pub allow_unsafe: bool,
+    /// The backfill keeps clients' p99 within this factor of its level
+    /// before the backfill ([`super::pace`]).
+    pub max_latency_factor: f64,
+    /// The backfill's pace is `batch_time` and `batch_delay` as they are
+    /// (set when either is given), not adaptive.
+    pub fixed_pace: bool,
 }
 
 impl Settings {
@@ -89,6 +94,8 @@ impl Settings {
             proxy_timeout: Duration::from_secs(10),
             max_replica_lag: Duration::from_secs(1),
             allow_unsafe: false,
+            max_latency_factor: 2.0,
+            fixed_pace: false,
         }
     }
 }
@@ -344,6 +351,8 @@ impl Migrator {
             lock_timeout: self.settings.lock_timeout,
             ddl_timeout: self.settings.ddl_timeout,
             max_replica_lag: self.settings.max_replica_lag,
+            fixed_pace: self.settings.fixed_pace,
+            max_latency_factor: self.settings.max_latency_factor,
         }
     }
 

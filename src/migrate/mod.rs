@@ -14,6 +14,7 @@ pub mod lag;
 pub mod lint;
 pub mod names;
 mod ops;
+pub mod pace;
 pub mod plan;
 pub mod privileges;
 pub mod verify;

@@ -8,6 +8,7 @@ pub mod config;
 mod console;
 #[cfg(test)]
 mod fuzz;
+pub mod latency;
 mod oversized;
 mod placement;
 pub mod registry;

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use tokio::sync::Notify;
 
+use super::latency::Histogram;
 use crate::net::UpstreamConfig;
 use crate::state::HEARTBEAT;
 use crate::state::sessions::{self, SessionReport};
@@ -32,6 +33,8 @@ pub struct SessionInfo {
     version_schema: Mutex<Option<String>>,
     kill_reason: Mutex<Option<String>>,
     killed: Notify,
+    /// Where the session's request latencies go: its version's histogram.
+    pub latency: Arc<Histogram>,
 }
 
 impl SessionInfo {
@@ -64,6 +67,8 @@ pub struct Registry {
     schema: String,
     next_id: AtomicU64,
     sessions: DashMap<u64, Arc<SessionInfo>>,
+    /// Request latencies per version, for the heartbeat to publish.
+    latency: DashMap<String, Arc<Histogram>>,
 }
 
 /// A registered session; dropping it unregisters the session.
@@ -88,6 +93,7 @@ impl Registry {
             schema,
             next_id: AtomicU64::new(1),
             sessions: DashMap::new(),
+            latency: DashMap::new(),
         })
     }
 
@@ -111,6 +117,12 @@ impl Registry {
             version_schema: Mutex::new(route.version_schema.clone()),
             kill_reason: Mutex::new(None),
             killed: Notify::new(),
+            latency: Arc::clone(
+                self.latency
+                    .entry(route.version.clone())
+                    .or_default()
+                    .value(),
+            ),
         });
         self.sessions.insert(id, Arc::clone(&info));
         Registration {
@@ -162,7 +174,17 @@ impl Registry {
                 backend_pid: entry.backend_pid,
             })
             .collect();
-        let kills = sessions::publish(client, &self.proxy, &self.schema, &reports).await?;
+        let latency: serde_json::Map<String, serde_json::Value> = self
+            .latency
+            .iter()
+            .filter_map(|e| {
+                let summary = e.value().take()?;
+                Some((e.key().clone(), serde_json::to_value(summary).ok()?))
+            })
+            .collect();
+        let latency = serde_json::Value::Object(latency);
+        let kills =
+            sessions::publish(client, &self.proxy, &self.schema, &reports, &latency).await?;
         for (id, reason) in kills {
             if self.kill(id, reason.clone()) {
                 tracing::warn!(session = id, %reason, "ending a session on the migrator's request");

@@ -93,7 +93,8 @@ impl FrameVisitor for ClientFrames<'_> {
         }
         match tag {
             tag if frontend::is_sync_point(tag) => {
-                self.state.sync_points_sent.fetch_add(1, Ordering::Relaxed);
+                let n = self.state.sync_points_sent.fetch_add(1, Ordering::Relaxed) + 1;
+                self.state.request_sent(n);
                 self.unsynced = false;
             }
             frontend::TERMINATE => self.terminated = true,
@@ -379,7 +380,8 @@ impl UpstreamFrames<'_> {
         state
             .transaction_status
             .store(messages::ready_status(frame), Ordering::Relaxed);
-        state.ready_received.fetch_add(1, Ordering::Relaxed);
+        let n = state.ready_received.fetch_add(1, Ordering::Relaxed) + 1;
+        state.request_done(n, own);
         if own {
             state.swallowing.store(false, Ordering::Relaxed);
             state.swallow_done.notify_one();

@@ -151,7 +151,8 @@ async fn relay_session(
             registration.map(|r| Arc::clone(&r.info)),
         )
     });
-    let state = SessionState::new(options);
+    let mut state = SessionState::new(options);
+    state.latency = registration.map(|r| Arc::clone(&r.info.latency));
     let limits = ClientLimits {
         max_message_length: shared.config.max_message_length,
         message_timeout: shared.config.message_timeout,

@@ -44,7 +44,16 @@ pub struct SessionState {
     /// Requests whose text pgshift made fail (too long to rewrite): the
     /// error Postgres answers each with is replaced by pgshift's own.
     pub(super) refused: Mutex<VecDeque<RefusedRequest>>,
+    /// Where the session's request latencies go (its version's), if any.
+    pub(super) latency: Option<std::sync::Arc<super::latency::Histogram>>,
+    /// When each request in flight went upstream: (its sync point's
+    /// number, when), at most [`MAX_TIMED`] of them.
+    pub(super) sent_at: Mutex<VecDeque<(u64, std::time::Instant)>>,
 }
+
+/// Requests in flight timed at once; a client that pipelines more has the
+/// rest go untimed.
+const MAX_TIMED: usize = 256;
 
 /// A request whose text pgshift made fail to parse, because it was too
 /// long to hold for a rewrite it may need.
@@ -69,6 +78,35 @@ impl SessionState {
             .store(status::IDLE, Ordering::Relaxed);
         state.client_at_boundary.store(true, Ordering::Relaxed);
         state
+    }
+
+    /// Times the sync point numbered `n` (1-based), just sent upstream.
+    pub(super) fn request_sent(&self, n: u64) {
+        if self.latency.is_none() {
+            return;
+        }
+        let mut sent = self.sent_at.lock().expect("not poisoned");
+        if sent.len() < MAX_TIMED {
+            sent.push_back((n, std::time::Instant::now()));
+        }
+    }
+
+    /// Records the latency of the request whose ReadyForQuery is the
+    /// `n`th, unless `own` (pgshift's own query).
+    pub(super) fn request_done(&self, n: u64, own: bool) {
+        let Some(latency) = &self.latency else {
+            return;
+        };
+        let mut sent = self.sent_at.lock().expect("not poisoned");
+        while let Some(&(seq, at)) = sent.front() {
+            if seq > n {
+                break;
+            }
+            sent.pop_front();
+            if seq == n && !own {
+                latency.record(at.elapsed());
+            }
+        }
     }
 
     /// True while a request waits for its ReadyForQuery.

@@ -157,6 +157,7 @@ CREATE TABLE IF NOT EXISTS pgshift.proxies (
     heartbeat_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (proxy, schema_name)
 );
+ALTER TABLE pgshift.proxies ADD COLUMN IF NOT EXISTS latency jsonb;
 CREATE TABLE IF NOT EXISTS pgshift.session_kills (
     proxy text NOT NULL,
     session_id bigint NOT NULL,

@@ -26,20 +26,44 @@ pub async fn serving(
     Ok(())
 }
 
-/// Records a heartbeat of proxy `proxy` routing on `schema`.
+/// Records a heartbeat of proxy `proxy` routing on `schema`, with its
+/// client latency since the last one: a JSON object of version →
+/// `{"count", "p50_us", "p99_us"}` (versions without requests left out).
 pub async fn beat(
     client: &impl GenericClient,
     proxy: &str,
     schema: &str,
+    latency: &serde_json::Value,
 ) -> Result<(), StateError> {
     client
         .execute(
-            "INSERT INTO pgshift.proxies (proxy, schema_name) VALUES ($1, $2)
-             ON CONFLICT (proxy, schema_name) DO UPDATE SET heartbeat_at = now()",
-            &[&proxy, &schema],
+            "INSERT INTO pgshift.proxies (proxy, schema_name, latency) VALUES ($1, $2, $3::text::jsonb)
+             ON CONFLICT (proxy, schema_name) DO UPDATE SET heartbeat_at = now(), latency = excluded.latency",
+            &[&proxy, &schema, &latency.to_string()],
         )
         .await?;
     Ok(())
+}
+
+/// The client latency the live proxies of `schema` published in their
+/// last heartbeat (within the last 3 s): one (proxy, version, requests,
+/// p99 in microseconds) per proxy and version.
+pub async fn latency(
+    client: &impl GenericClient,
+    schema: &str,
+) -> Result<Vec<(String, String, i64, i64)>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT p.proxy, l.key, (l.value->>'count')::int8, (l.value->>'p99_us')::int8
+             FROM pgshift.proxies p CROSS JOIN LATERAL jsonb_each(coalesce(p.latency, '{}')) l
+             WHERE p.schema_name = $1 AND p.heartbeat_at > now() - interval '3 seconds'
+             ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect())
 }
 
 /// The live proxies of `schema` (heartbeat younger than

@@ -39,6 +39,7 @@ pub async fn publish(
     proxy: &str,
     schema: &str,
     sessions: &[SessionReport],
+    latency: &serde_json::Value,
 ) -> Result<Vec<KillRequest>, StateError> {
     let ids: Vec<i64> = sessions.iter().map(|s| s.id as i64).collect();
     let versions: Vec<&str> = sessions.iter().map(|s| s.version.as_str()).collect();
@@ -76,7 +77,7 @@ pub async fn publish(
         ],
     )
     .await?;
-    super::proxies::beat(&tx, proxy, schema).await?;
+    super::proxies::beat(&tx, proxy, schema, latency).await?;
     let kills = tx
         .query(
             "DELETE FROM pgshift.session_kills WHERE proxy = $1 RETURNING session_id, reason",

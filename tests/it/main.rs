@@ -18,6 +18,7 @@ mod large;
 mod limits;
 mod migrate;
 mod moves;
+mod pace;
 mod production;
 mod protocol;
 mod replica;

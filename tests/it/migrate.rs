@@ -690,6 +690,7 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
     let mut settings = lab.settings();
     settings.batch_size = 50;
     settings.batch_delay = Duration::from_millis(20);
+    settings.fixed_pace = true;
     let mut slow = Migrator::connect(settings).await.unwrap();
     let admin = lab.admin().await;
     // Stop the command mid-backfill, as a crash would (its connection closes).
