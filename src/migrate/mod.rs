@@ -17,4 +17,5 @@ mod ops;
 pub mod pace;
 pub mod plan;
 pub mod privileges;
+pub mod settings;
 pub mod verify;

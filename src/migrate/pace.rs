@@ -106,6 +106,13 @@ impl Pace {
         self.holding.as_deref()
     }
 
+    /// The ratio to the clients' level past which the pace backs off: a
+    /// quarter of the way short of `factor`, so that the oscillation of
+    /// AIMD around it stays within the limit.
+    fn threshold(&self) -> f64 {
+        1.0 + 0.75 * (self.factor - 1.0)
+    }
+
     /// Applies one window's signal. Returns true when what holds the
     /// backfill back changed. Pure.
     pub fn step(&mut self, signal: Signal) -> bool {
@@ -119,7 +126,13 @@ impl Pace {
                 self.baseline = Some(p99);
                 None
             }
-            (Signal::P99(p99), Some(base)) => (p99 > self.factor * base).then_some((p99, base)),
+            (Signal::P99(p99), Some(base)) if p99 > self.threshold() * base => Some((p99, base)),
+            // The level is the best window seen: the one just before the
+            // backfill may still hold the expand's lock waits.
+            (Signal::P99(p99), Some(base)) => {
+                self.baseline = Some(base.min(p99));
+                None
+            }
         };
         match over {
             None => {
@@ -223,6 +236,18 @@ mod tests {
         assert!(pace.step(Signal::P99(1500.0)));
         assert_eq!(pace.holding(), None);
         assert!(pace.batch_time() > MIN_BATCH_TIME && pace.delay() < MAX_DELAY);
+    }
+
+    #[test]
+    fn the_level_is_the_best_window_and_the_pace_backs_off_short_of_the_limit() {
+        let mut pace = start();
+        // The window before the backfill still held the expand's waits.
+        pace.step(Signal::P99(8000.0));
+        pace.step(Signal::P99(1000.0));
+        // 1.9 ms is within 2x of 1 ms but past 1.75x: it backs off.
+        assert!(pace.step(Signal::P99(1900.0)));
+        let why = pace.holding().expect("held back").to_string();
+        assert!(why.contains("1.9x its 1.0 ms"), "{why}");
     }
 
     #[test]
