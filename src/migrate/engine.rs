@@ -87,7 +87,13 @@ impl Migrator {
         let tables = catalog::tables(&self.client, schema).await?;
         let indexes = catalog::indexes(&self.client, schema).await?;
         let old_version = migrations::current_version(&self.client, schema).await?;
-        let old_schema = names::version_schema(schema, &old_version);
+        // The old version's schema: the one its migration kept, else the
+        // name the old version would get (`baseline`'s).
+        let old_schema =
+            match state::versions::kept_schema(&self.client, schema, &old_version).await? {
+                Some(kept) => kept,
+                None => names::version_schema(schema, &old_version),
+            };
         let schemas = catalog::schemas(&self.client).await?;
         let old_schema_views = catalog::view_names(&self.client, &old_schema).await?;
         let volatile_defaults = self.volatile_defaults(migration).await?;
@@ -101,6 +107,7 @@ impl Migrator {
             tables: &tables,
             indexes: &indexes,
             old_version: &old_version,
+            old_version_schema: &old_schema,
             old_schema_views: &old_schema_views,
             old_schema_exists: schemas.contains(&old_schema),
             schemas: &schemas,

@@ -52,5 +52,39 @@ pub fn not_null_check(column: &str) -> String {
     fit(&format!("{TEMP_PREFIX}not_null_{column}"))
 }
 
+/// The name Postgres gives an object it names itself, as its
+/// `makeObjectName` does (src/backend/commands/indexcmds.c):
+/// `<name1>_<name2>_<label>`, the longer of the two names shortened a byte
+/// at a time (then cut back to a character boundary) until the whole fits
+/// in 63 bytes. `<table>_pkey`, `<table>_<column>_key`,
+/// `<table>_<column>_seq` are its names for primary keys, unique
+/// constraints and serial sequences, which pgroll's tables keep.
+pub fn postgres_object_name(name1: &str, name2: Option<&str>, label: &str) -> String {
+    let overhead = name2.map_or(0, |_| 1) + label.len() + 1;
+    let avail = MAX_IDENT.saturating_sub(overhead);
+    let (mut n1, mut n2) = (name1.len(), name2.map_or(0, str::len));
+    while n1 + n2 > avail {
+        if n1 > n2 {
+            n1 -= 1;
+        } else {
+            n2 -= 1;
+        }
+    }
+    let clip = |s: &str, mut n: usize| {
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        s[..n].to_string()
+    };
+    let mut out = clip(name1, n1);
+    if let Some(name2) = name2 {
+        out.push('_');
+        out.push_str(&clip(name2, n2));
+    }
+    out.push('_');
+    out.push_str(label);
+    out
+}
+
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,9 @@ pub struct Context<'a> {
     pub indexes: &'a [String],
     /// The version clients use now: the last completed migration, or `baseline`.
     pub old_version: &'a str,
+    /// The old version's schema: the one its migration kept after
+    /// complete, else `<schema>_<old version>`.
+    pub old_version_schema: &'a str,
     /// Views that already exist in the old version's schema.
     pub old_schema_views: &'a BTreeSet<String>,
     /// Whether the old version's schema exists already.
@@ -240,10 +243,15 @@ pub(in crate::migrate) struct Planner<'a> {
 /// tables or columns, collisions, NOT NULL without a way to fill it,
 /// unsupported operations), each with the JSON path of its operation.
 pub fn plan(migration: &Migration, cx: &Context) -> Result<Plan, Vec<Problem>> {
-    let version_schema = migration
-        .version_schema
-        .clone()
-        .unwrap_or_else(|| names::version_schema(cx.schema, &migration.name));
+    // pgroll's `version_schema` names the version's part of the schema
+    // name: `<schema>_<version_schema>`, as the version name does.
+    let version_schema = names::version_schema(
+        cx.schema,
+        migration
+            .version_schema
+            .as_deref()
+            .unwrap_or(&migration.name),
+    );
     let mut p = Planner {
         cx,
         m: migration,

@@ -181,7 +181,7 @@ pub async fn live_versions(
 
 /// The version schema of completed migration `version` of `schema`, if it
 /// still exists (complete keeps it until the next migration completes).
-async fn kept_schema(
+pub async fn kept_schema(
     client: &impl GenericClient,
     schema: &str,
     version: &str,

@@ -1279,3 +1279,109 @@ async fn the_migrator_connects_over_tls_with_verify_full() {
         .expect("plain is refused");
     assert!(err.to_string().contains("pg_hba.conf"), "{err}");
 }
+
+/// The names pgroll's tables keep after complete: a created table's
+/// primary key, unique constraints and serial sequences are named as
+/// Postgres names them for the final table (compared with a twin table
+/// created directly), `pk` on several columns is one composite key,
+/// `alter_column`'s `unique.name` is the constraint's name, and
+/// `version_schema` names the version's part of the schema name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tables_keep_postgres_names_and_pgroll_fields_mean_what_pgroll_says() {
+    let lab = Lab::new("").await;
+    let long = "l".repeat(60);
+    let file = lab.file(
+        "01_fruits.json",
+        &format!(
+            r#"{{"operations": [
+              {{"create_table": {{"name": "fruits", "columns": [
+                  {{"name": "id", "type": "serial", "pk": true}},
+                  {{"name": "name", "type": "text", "unique": true}},
+                  {{"name": "color", "type": "text", "nullable": true}}]}}}},
+              {{"create_table": {{"name": "pairs", "columns": [
+                  {{"name": "a", "type": "integer", "pk": true}},
+                  {{"name": "b", "type": "integer", "pk": true}}]}}}},
+              {{"create_table": {{"name": "{long}", "columns": [
+                  {{"name": "id", "type": "bigserial", "pk": true}},
+                  {{"name": "code", "type": "text", "unique": true}}]}}}}
+            ]}}"#
+        ),
+    );
+    lab.start(&file).await;
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let names = |table: String| {
+        let admin = &admin;
+        async move {
+            let constraints: Vec<String> = admin
+                .query(
+                    "SELECT conname::text || ':' || array_length(conkey, 1) FROM pg_constraint \
+                     WHERE conrelid = $1::text::regclass ORDER BY 1",
+                    &[&table],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let sequences: Vec<String> = admin
+                .query(
+                    "SELECT s.relname::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid \
+                     WHERE d.refobjid = $1::text::regclass AND s.relkind = 'S' ORDER BY 1",
+                    &[&table],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            (constraints, sequences)
+        }
+    };
+    assert_eq!(
+        names("public.fruits".into()).await,
+        (
+            vec!["fruits_name_key:1".to_string(), "fruits_pkey:1".to_string()],
+            vec!["fruits_id_seq".to_string()]
+        )
+    );
+    assert_eq!(
+        names("public.pairs".into()).await,
+        (vec!["pairs_pkey:2".to_string()], vec![])
+    );
+    // A twin made by Postgres itself names a 60-byte table's objects the same.
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA twin; CREATE TABLE twin.{long} (id bigserial PRIMARY KEY, code text UNIQUE)"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(format!("public.{long}")).await,
+        names(format!("twin.{long}")).await
+    );
+
+    let file = lab.file(
+        "02_colors.json",
+        r#"{"version_schema": "colors", "operations": [
+          {"alter_column": {"table": "fruits", "column": "color", "unique": {"name": "fruits_color_unique"},
+                            "up": "color", "down": "color"}}
+        ]}"#,
+    );
+    lab.start(&file).await;
+    let schema: Option<String> = admin
+        .query_one("SELECT to_regnamespace('public_colors')::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schema.as_deref(), Some("public_colors"));
+    lab.complete().await;
+    assert_eq!(
+        names("public.fruits".into()).await.0,
+        vec![
+            "fruits_color_unique:1".to_string(),
+            "fruits_name_key:1".to_string(),
+            "fruits_pkey:1".to_string()
+        ]
+    );
+}

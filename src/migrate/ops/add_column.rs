@@ -35,7 +35,7 @@ impl Planner<'_> {
         if !col.nullable {
             self.not_null(s, &physical, &col.name);
         }
-        self.column_extras(s, &physical, &col.name, col);
+        self.column_extras(s, &physical, &col.name, col, None);
         if let Some(up) = up {
             self.shapes[s].up.push((physical.clone(), up.to_string()));
             self.shapes[s].backfill_touch = true;

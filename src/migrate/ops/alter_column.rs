@@ -37,7 +37,8 @@ impl Planner<'_> {
             },
             generated: None,
         };
-        self.column_extras(s, &physical, &a.column, &col);
+        let unique_name = a.unique.as_ref().map(|u| u.name.as_str());
+        self.column_extras(s, &physical, &a.column, &col, unique_name);
     }
 }
 

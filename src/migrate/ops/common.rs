@@ -92,20 +92,28 @@ impl Planner<'_> {
         });
     }
 
+    /// The extras a column asks for: a unique constraint (named
+    /// `unique_name`, else as Postgres names it, `<table>_<column>_key`),
+    /// a foreign key, a check and a comment.
     pub(super) fn column_extras(
         &mut self,
         shape: usize,
         physical: &str,
         final_name: &str,
         col: &Column,
+        unique_name: Option<&str>,
     ) {
         let table = self.table_q(&self.shapes[shape].physical.clone());
         let final_table = self.table_q(&self.shapes[shape].new_name.clone());
         if col.unique == Some(true) {
-            let index = names::fit(&format!(
-                "{}_{}_key",
-                self.shapes[shape].new_name, final_name
-            ));
+            let index = match unique_name {
+                Some(name) => name.to_string(),
+                None => names::postgres_object_name(
+                    &self.shapes[shape].new_name,
+                    Some(final_name),
+                    "key",
+                ),
+            };
             self.concurrent.push(Step::Concurrent {
                 sql: format!(
                     "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {} ON {table} ({})",

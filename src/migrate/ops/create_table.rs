@@ -16,9 +16,26 @@ impl Planner<'_> {
         }
         let physical = names::new_table(&t.name);
         let table = self.table_q(&physical);
+        // Constraints are named as Postgres names them for the final
+        // table (pgroll creates it under that name), so that they keep
+        // their names once complete renames the table.
+        let pk: Vec<&str> = t
+            .columns
+            .iter()
+            .filter(|c| c.pk == Some(true))
+            .map(|c| c.name.as_str())
+            .collect();
         let mut defs: Vec<String> = Vec::new();
         for col in &t.columns {
-            defs.push(self.column_definition(col));
+            defs.push(self.column_definition(&t.name, col));
+        }
+        if !pk.is_empty() {
+            // `pk` on several columns is one composite key.
+            defs.push(format!(
+                "CONSTRAINT {} PRIMARY KEY ({})",
+                ident(&names::postgres_object_name(&t.name, None, "pkey")),
+                pk.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+            ));
         }
         for c in &t.constraints {
             match self.table_constraint(c) {
@@ -48,6 +65,19 @@ impl Planner<'_> {
         });
         self.contract
             .push(format!("ALTER TABLE {table} RENAME TO {}", ident(&t.name)));
+        // Serial and identity sequences were named after the temporary
+        // table; they take the names Postgres gives the final one.
+        let final_table = self.table_q(&t.name);
+        for col in t.columns.iter().filter(|c| owns_sequence(c)) {
+            let final_seq = names::postgres_object_name(&t.name, Some(&col.name), "seq");
+            self.contract.push(format!(
+                "DO $pgshift$ DECLARE s text := pg_get_serial_sequence({}, {}); BEGIN \
+                 IF s IS NOT NULL THEN EXECUTE format('ALTER SEQUENCE %s RENAME TO %I', s, {}); END IF; END $pgshift$",
+                literal(&final_table),
+                literal(&col.name),
+                literal(&final_seq)
+            ));
+        }
         self.shapes.push(Shape {
             physical,
             old_name: None,
@@ -69,9 +99,11 @@ impl Planner<'_> {
         });
     }
 
-    /// A column's definition in CREATE TABLE: type, generated or identity,
-    /// default, NOT NULL, PRIMARY KEY, UNIQUE, check and foreign key.
-    fn column_definition(&self, col: &format::Column) -> String {
+    /// A column's definition in CREATE TABLE (of final name `table`):
+    /// type, generated or identity, default, NOT NULL, UNIQUE (named as
+    /// Postgres names it for the final table), check and foreign key. A
+    /// primary key is the table's constraint, not the column's.
+    fn column_definition(&self, table: &str, col: &format::Column) -> String {
         let mut d = format!("{} {}", ident(&col.name), col.type_);
         if let Some(generated) = &col.generated {
             if let Some(expr) = &generated.expression {
@@ -94,11 +126,11 @@ impl Planner<'_> {
         if !col.nullable {
             d.push_str(" NOT NULL");
         }
-        if col.pk == Some(true) {
-            d.push_str(" PRIMARY KEY");
-        }
         if col.unique == Some(true) {
-            d.push_str(" UNIQUE");
+            d.push_str(&format!(
+                " CONSTRAINT {} UNIQUE",
+                ident(&names::postgres_object_name(table, Some(&col.name), "key"))
+            ));
         }
         if let Some(check) = &col.check {
             d.push_str(&format!(
@@ -124,6 +156,15 @@ impl Planner<'_> {
         }
         d
     }
+}
+
+/// Whether `col` owns a sequence: a serial type or an identity.
+fn owns_sequence(col: &format::Column) -> bool {
+    let type_ = col.type_.trim().to_ascii_lowercase();
+    matches!(
+        type_.as_str(),
+        "serial" | "bigserial" | "smallserial" | "serial2" | "serial4" | "serial8"
+    ) || col.generated.as_ref().is_some_and(|g| g.identity.is_some())
 }
 
 #[cfg(test)]

@@ -124,6 +124,7 @@ pub(super) fn plan(yaml: &str) -> Result<Plan, Vec<Problem>> {
         tables: &tables,
         indexes: &indexes,
         old_version: "01_base",
+        old_version_schema: "public_01_base",
         old_schema_views: &BTreeSet::new(),
         old_schema_exists: false,
         schemas: &schemas,

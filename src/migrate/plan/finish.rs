@@ -19,7 +19,7 @@ struct Triggers {
 impl Planner<'_> {
     /// The plan, from what the operations added.
     pub(super) fn finish(self) -> Plan {
-        let old_vs = names::version_schema(self.cx.schema, self.cx.old_version);
+        let old_vs = self.cx.old_version_schema.to_string();
         let (old_views, created_views) = self.old_views_step(&old_vs);
         let triggers = self.triggers();
         let mut start = vec![old_views];

@@ -25,13 +25,13 @@ operations:
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"
               -- privileges of public_01_base
-            CREATE TABLE "public"."_pgshift_new_fruits" ("id" serial PRIMARY KEY, "name" varchar(255) NOT NULL UNIQUE, "user_id" integer CONSTRAINT "fruits_user_id_fkey" REFERENCES "public"."users" ("id") ON DELETE CASCADE, "price" numeric CONSTRAINT "price_positive" CHECK (price > 0)); COMMENT ON TABLE "public"."_pgshift_new_fruits" IS 'what grows'; COMMENT ON COLUMN "public"."_pgshift_new_fruits"."price" IS 'in cents'
+            CREATE TABLE "public"."_pgshift_new_fruits" ("id" serial, "name" varchar(255) NOT NULL CONSTRAINT "fruits_name_key" UNIQUE, "user_id" integer CONSTRAINT "fruits_user_id_fkey" REFERENCES "public"."users" ("id") ON DELETE CASCADE, "price" numeric CONSTRAINT "price_positive" CHECK (price > 0), CONSTRAINT "fruits_pkey" PRIMARY KEY ("id")); COMMENT ON TABLE "public"."_pgshift_new_fruits" IS 'what grows'; COMMENT ON COLUMN "public"."_pgshift_new_fruits"."price" IS 'in cents'
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."fruits" WITH (security_invoker = true) AS SELECT "id", "name", "user_id", "price" FROM "public"."_pgshift_new_fruits"
               -- privileges of public_02_change, created ["_pgshift_new_fruits"]
             -- complete
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
               -- privileges of public_02_change
-            ALTER TABLE "public"."_pgshift_new_fruits" RENAME TO "fruits"
+            ALTER TABLE "public"."_pgshift_new_fruits" RENAME TO "fruits"; DO $pgshift$ DECLARE s text := pg_get_serial_sequence('"public"."fruits"', 'id'); BEGIN IF s IS NOT NULL THEN EXECUTE format('ALTER SEQUENCE %s RENAME TO %I', s, 'fruits_id_seq'); END IF; END $pgshift$
             -- rollback
             DROP SCHEMA IF EXISTS "public_02_change" CASCADE
             DROP TABLE IF EXISTS "public"."_pgshift_new_fruits"
