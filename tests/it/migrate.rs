@@ -1385,3 +1385,44 @@ async fn created_tables_keep_postgres_names_and_pgroll_fields_mean_what_pgroll_s
         ]
     );
 }
+
+/// A new unique column with a default: as pgroll does, the default is set
+/// after the column is added, so existing rows get `up` from the backfill
+/// instead of all sharing the default (which failed the unique index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_unique_column_with_a_default_is_filled_by_up_not_the_default() {
+    let lab = Lab::new(
+        "CREATE TABLE items (id int PRIMARY KEY, title text); \
+         INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 3) g;",
+    )
+    .await;
+    let file = lab.file(
+        "01_sku.json",
+        r#"{"operations": [{"add_column": {"table": "items", "up": "id * 10",
+            "column": {"name": "sku", "type": "integer", "unique": true, "default": "0", "nullable": true}}}]}"#,
+    );
+    lab.start(&file).await;
+    lab.complete().await;
+    let admin = lab.admin().await;
+    admin
+        .execute("INSERT INTO items (id, title) VALUES (4, 'new')", &[])
+        .await
+        .unwrap();
+    let skus: Vec<i32> = admin
+        .query("SELECT sku FROM public.items ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(skus, vec![10, 20, 30, 0]);
+    let unique: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = 'public.items'::regclass AND contype = 'u'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unique, 1);
+}

@@ -4,7 +4,8 @@
 
 use crate::migrate::format;
 use crate::migrate::names;
-use crate::migrate::plan::Planner;
+use crate::migrate::plan::{Planner, Step};
+use crate::quote::ident;
 
 impl Planner<'_> {
     pub(super) fn add_column(&mut self, at: &str, a: &format::AddColumn) {
@@ -31,7 +32,30 @@ impl Planner<'_> {
             return;
         }
         let physical = names::new_column(&col.name);
-        self.add_physical(s, &physical, &col.type_, col.default.as_deref());
+        if col.unique == Some(true)
+            && let Some(default) = col.default.as_deref()
+        {
+            // A unique column filled with one default would fail its own
+            // index: as pgroll does, the default is set after the column is
+            // added (new rows get it), and existing rows get `up` (else the
+            // default, evaluated per row) from the backfill.
+            self.add_physical(s, &physical, &col.type_, None);
+            let table = self.table_q(&self.shapes[s].physical.clone());
+            self.expand.push(Step::Sql {
+                sql: format!(
+                    "ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {default}",
+                    ident(&physical)
+                ),
+            });
+            if up.is_none() {
+                self.shapes[s].backfill_set.push((
+                    physical.clone(),
+                    format!("COALESCE({}, {default})", ident(&physical)),
+                ));
+            }
+        } else {
+            self.add_physical(s, &physical, &col.type_, col.default.as_deref());
+        }
         if !col.nullable {
             self.not_null(s, &physical, &col.name);
         }

@@ -92,7 +92,8 @@ operations:
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"; CREATE VIEW "public_01_base"."orders" WITH (security_invoker = true) AS SELECT "id", "user_id", "amount", "status" FROM "public"."orders"
               -- privileges of public_01_base
-            ALTER TABLE "public"."orders" ADD COLUMN "_pgshift_new_token" uuid; ALTER TABLE "public"."orders" ALTER COLUMN "_pgshift_new_token" SET DEFAULT gen_random_uuid()
+            ALTER TABLE "public"."orders" ADD COLUMN "_pgshift_new_token" uuid
+            ALTER TABLE "public"."orders" ALTER COLUMN "_pgshift_new_token" SET DEFAULT gen_random_uuid()
             CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "orders_token_key" ON "public"."orders" ("_pgshift_new_token")  -- concurrent
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."orders" WITH (security_invoker = true) AS SELECT "id", "user_id", "amount", "status", "_pgshift_new_token" AS "token" FROM "public"."orders"
               -- privileges of public_02_change
