@@ -2,7 +2,7 @@
 //! one engine call, releases the lock and prints what happened.
 
 use super::config::{migrate_database_url, resolve_migrate};
-use super::{Command, DbArgs, render};
+use super::{Command, DbArgs, Latest, render};
 use crate::migrate::engine::{Check, Migrator, Pinned, Settings};
 use crate::migrate::format;
 use crate::migrate::lint::{self, Finding, Level};
@@ -125,6 +125,25 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Validate { file, db } => validate(&file, &db).await?,
         Command::Lint { files } => lint_files(&files)?,
+        Command::Latest { what, db } => {
+            let m = db.connect().await?;
+            let (version, version_schema) = m.latest().await?;
+            m.close().await?;
+            let settings = resolve_migrate(&db.settings, db.config.as_deref())?;
+            println!(
+                "{}",
+                match what {
+                    Latest::Schema => version_schema,
+                    Latest::Migration => version,
+                    Latest::Url => latest_url(
+                        &settings.database_url,
+                        &version,
+                        &version_schema,
+                        &settings.schema
+                    ),
+                }
+            );
+        }
         Command::Proxy(_) => unreachable!("the proxy runs on a runtime of its own"),
     }
     Ok(())
@@ -195,4 +214,21 @@ fn report(file: &str, findings: &[Finding]) -> anyhow::Result<()> {
         anyhow::bail!("{file}: lint found {errors} error(s)");
     }
     Ok(())
+}
+
+/// `url` with an `options` parameter that asks for `version`: its
+/// `pgshift.version`, and a search_path headed by its version schema (what
+/// a connection straight to Postgres needs; the proxy adds it itself),
+/// then the physical `schema`.
+fn latest_url(url: &str, version: &str, version_schema: &str, schema: &str) -> String {
+    let options = format!(
+        "-c pgshift.version={version} -c search_path={},{}",
+        crate::quote::ident(version_schema),
+        crate::quote::ident(schema)
+    );
+    let encoded: String = url::form_urlencoded::byte_serialize(options.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20");
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options={encoded}")
 }

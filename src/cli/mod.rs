@@ -89,6 +89,14 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the latest version, as pgroll's `latest` does: its version
+    /// schema, its name, or a connection URL that asks for it
+    Latest {
+        #[arg(value_enum)]
+        what: Latest,
+        #[command(flatten)]
+        db: DbArgs,
+    },
     /// Check a migration file against the schema and, with a database, the live catalog
     Validate {
         file: PathBuf,
@@ -110,6 +118,18 @@ pub enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
+}
+
+/// What `pgshift latest` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Latest {
+    /// The latest version's schema (`public_<version>`)
+    Schema,
+    /// The latest migration's name (its version)
+    Migration,
+    /// The database URL with `options` that ask for the latest version
+    /// (`pgshift.version`, and the search_path a direct connection needs)
+    Url,
 }
 
 /// Settings every migration command takes: a config file and the

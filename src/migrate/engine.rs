@@ -181,6 +181,30 @@ impl Migrator {
         Ok(())
     }
 
+    /// The latest version of the schema and its version schema, as
+    /// pgroll's `latest` reports them: the active migration's, else the
+    /// last completed one's. Errors: [`MigrateError::NoMigration`] when no
+    /// migration has run on the schema.
+    pub async fn latest(&self) -> Result<(String, String), MigrateError> {
+        let schema = self.schema();
+        if let Some(active) = migrations::active(&self.client, schema).await? {
+            let plan = plan_of(&active)?;
+            return Ok((plan.version, plan.version_schema));
+        }
+        let version = migrations::current_version(&self.client, schema).await?;
+        if version == "baseline" {
+            return Err(MigrateError::NoMigration {
+                schema: schema.to_string(),
+            });
+        }
+        let version_schema =
+            match state::versions::kept_schema(&self.client, schema, &version).await? {
+                Some(kept) => kept,
+                None => names::version_schema(schema, &version),
+            };
+        Ok((version, version_schema))
+    }
+
     /// Lints `migration` ([`lint`]): every finding is logged; errors refuse
     /// the start unless `allow_unsafe` is set.
     fn lint(&self, file: &str, migration: &Migration) -> Result<(), MigrateError> {

@@ -76,6 +76,10 @@ pub enum MigrateError {
         "{count} row(s) of {what} are not converted yet; run `pgshift start` again to finish the backfill, then complete"
     )]
     NotConverted { what: String, count: i64 },
+    #[error(
+        "no migration has run on schema {schema:?}: its only version is the physical schema; start one with `pgshift start FILE`"
+    )]
+    NoMigration { schema: String },
     #[error("{}", render_unsafe(file, findings))]
     Unsafe {
         file: String,

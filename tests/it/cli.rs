@@ -239,3 +239,46 @@ async fn lint_flags_unsafe_ddl_and_start_refuses_it_without_allow_unsafe() {
         .get(0);
     assert_eq!(indexed, 1);
 }
+
+/// `pgshift latest schema|migration|url`, as pgroll's `latest`: nothing
+/// before a migration (exit 1, saying so), then the active migration's
+/// version; the URL connects straight to Postgres on that version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_prints_the_latest_version_its_schema_and_a_url_for_it() {
+    let lab = Lab::new("CREATE TABLE t (id int PRIMARY KEY, a text);").await;
+    let url = lab.cluster.url("postgres");
+    let latest = |what: &'static str| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || pgshift(&["latest", what, "--database-url", &url], &[]))
+    };
+    let out = latest("schema").await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("no migration has run on schema \"public\""),
+        "{}",
+        text(&out)
+    );
+
+    let file = lab.file(
+        "01_b.json",
+        r#"{"operations": [{"add_column": {"table": "t", "up": "upper(a)", "column": {"name": "b", "type": "text"}}}]}"#,
+    );
+    lab.start(&file).await;
+    let line =
+        |out: std::process::Output| String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(line(latest("schema").await.unwrap()), "public_01_b");
+    assert_eq!(line(latest("migration").await.unwrap()), "01_b");
+    let versioned = line(latest("url").await.unwrap());
+    let client = crate::harness::connect(&versioned).await;
+    let row = client
+        .query_one(
+            "SELECT current_setting('pgshift.version'), current_schemas(false)::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "01_b");
+    assert_eq!(row.get::<_, String>(1), "{public_01_b,public}");
+    let columns = crate::harness::columns(&client, "t").await;
+    assert_eq!(columns, vec!["id", "a", "b"]);
+}
