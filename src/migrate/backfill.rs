@@ -115,25 +115,35 @@ pub fn keyset_batch_sql(spec: &BackfillSpec, batch: Batch) -> String {
         .zip(&aliases)
         .map(|(k, a)| format!("{k} AS {a}"))
         .collect();
-    let join: Vec<String> = keys
-        .iter()
-        .zip(&aliases)
-        .map(|(k, a)| format!("t.{k} = batch.{a}"))
-        .collect();
     let last: Vec<String> = aliases.iter().map(|a| format!("{a}::text")).collect();
     let desc: Vec<String> = aliases.iter().map(|a| format!("{a} DESC")).collect();
+    // The update takes the batch's key range, from after the last key done
+    // to the batch's last key: one range scan of the key's index rather
+    // than a lookup per row of the batch.
+    let t_row = format!(
+        "({})",
+        keys.iter()
+            .map(|k| format!("t.{k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut range = format!("{t_row} <= (SELECT {} FROM hi)", aliases.join(", "));
+    if with_lower {
+        range = format!("{t_row} > {} AND {range}", bound(1));
+    }
     format!(
         "WITH batch AS (SELECT {} FROM ONLY {table} WHERE {filter} ORDER BY {} LIMIT ${}), \
-         updated AS (UPDATE ONLY {table} AS t SET {} FROM batch WHERE {} RETURNING 1), \
-         last AS (SELECT ARRAY[{}] AS k FROM batch ORDER BY {} LIMIT 1), {} \
+         hi AS (SELECT {} FROM batch ORDER BY {} LIMIT 1), \
+         updated AS (UPDATE ONLY {table} AS t SET {} WHERE {range} RETURNING 1), \
+         last AS (SELECT ARRAY[{}] AS k FROM hi), {} \
          SELECT (SELECT count(*) FROM updated), (SELECT k FROM last), {SERVER_TIME}",
         select.join(", "),
         keys.join(", "),
         upper + 1,
-        assignments(spec, &keys[0]),
-        join.join(" AND "),
-        last.join(", "),
+        aliases.join(", "),
         desc.join(", "),
+        assignments(spec, &keys[0]),
+        last.join(", "),
         save_checkpoint_cte(upper + 2, upper + 3, upper + 4),
     )
 }

@@ -121,7 +121,13 @@ impl Pace {
         }
         let before = self.holding.clone();
         let over = match (signal, self.baseline) {
-            (Signal::Quiet, _) => None,
+            (Signal::Quiet, _) => {
+                // No client measured: nothing to protect, full speed at once.
+                self.batch_time = MAX_BATCH_TIME;
+                self.delay = Duration::ZERO;
+                self.holding = None;
+                return before != self.holding;
+            }
             (Signal::P99(p99), None) => {
                 self.baseline = Some(p99);
                 None
@@ -136,8 +142,9 @@ impl Pace {
         };
         match over {
             None => {
-                // Additive increase (with a multiplicative part, so that an
-                // idle database reaches full speed within seconds).
+                // Additive increase (with a multiplicative part, so that
+                // clients well within the limit see full speed within
+                // seconds).
                 self.batch_time =
                     (self.batch_time.mul_f64(1.25) + Duration::from_millis(1)).min(MAX_BATCH_TIME);
                 self.delay = self.delay.saturating_sub(Duration::from_millis(1));
@@ -200,14 +207,25 @@ mod tests {
     }
 
     #[test]
-    fn quiet_clients_let_the_backfill_reach_full_speed_within_seconds() {
+    fn with_no_client_measured_the_backfill_goes_full_speed_at_once() {
+        let mut pace = start();
+        pace.step(Signal::Quiet);
+        assert_eq!(
+            (pace.batch_time(), pace.delay()),
+            (MAX_BATCH_TIME, Duration::ZERO)
+        );
+        assert_eq!(pace.holding(), None);
+    }
+
+    #[test]
+    fn clients_within_the_limit_let_the_backfill_reach_full_speed_within_seconds() {
         let mut pace = start();
         let mut steps = 0;
         while pace.batch_time() < MAX_BATCH_TIME || !pace.delay().is_zero() {
-            pace.step(Signal::Quiet);
+            pace.step(Signal::P99(1000.0));
             steps += 1;
         }
-        // Looks every 250 ms: about 3.5 s from the cautious start.
+        // One step per new window (a second): about 13 s from the cautious start.
         assert!(steps <= 14, "{steps} steps");
         assert_eq!(pace.holding(), None);
     }
