@@ -64,7 +64,8 @@ impl Tuning {
 /// adapts to this rather than to the round trip, so that a distant
 /// database does not shrink batches to nothing. Evaluated last, after the
 /// batch's CTEs have run.
-const SERVER_TIME: &str = "extract(epoch FROM clock_timestamp() - statement_timestamp())::float8";
+pub(super) const SERVER_TIME: &str =
+    "extract(epoch FROM clock_timestamp() - statement_timestamp())::float8";
 
 /// Sets the session's `plan_cache_mode` to `mode` (`force_generic_plan`,
 /// or `auto` to undo it) on servers that have it (Postgres 12 and later); a
@@ -312,6 +313,17 @@ pub async fn run(
     Ok(batches.done_rows)
 }
 
+/// The heap pages of `table` (qualified) now: where ctid batches stop.
+pub(super) async fn pages(client: &Client, table: &str) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::int8",
+            &[&table],
+        )
+        .await?
+        .get(0))
+}
+
 /// Where the backfill of `spec` stops: the largest key that exists now, or
 /// for ctid batches the table's page count (as text[]; empty for an empty
 /// table).
@@ -321,14 +333,7 @@ async fn upper_bound(
 ) -> Result<Vec<String>, tokio_postgres::Error> {
     let table = qualified(&spec.schema, &spec.table);
     if spec.key.is_empty() {
-        let pages: i64 = client
-            .query_one(
-                "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::int8",
-                &[&table],
-            )
-            .await?
-            .get(0);
-        return Ok(vec![pages.to_string()]);
+        return Ok(vec![pages(client, &table).await?.to_string()]);
     }
     let keys: Vec<String> = spec.key.iter().map(|(k, _)| ident(k)).collect();
     let as_text: Vec<String> = keys.iter().map(|k| format!("{k}::text")).collect();

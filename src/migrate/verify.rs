@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::backfill::{Tuning, next_batch_size};
+use super::backfill::{SERVER_TIME, Tuning, next_batch_size, pages};
 use super::plan::Agreement;
 use crate::quote::{ident, qualified};
 
@@ -254,9 +254,6 @@ fn tally(report: &mut Report, rows: i64, mismatched: i64, samples: Option<Vec<St
 const TALLY: &str = "SELECT count(*), count(*) FILTER (WHERE NOT ok), \
     (array_agg(key) FILTER (WHERE NOT ok))[1:5]";
 
-/// A batch's own time on the server, in seconds.
-const SERVER_TIME: &str = "extract(epoch FROM clock_timestamp() - statement_timestamp())::float8";
-
 /// The SQL of one keyset batch: `$1` the last key done (text[], only with
 /// `lower`), then the batch size. Returns what [`TALLY`] does, then the
 /// batch's last key (text[], NULL for an empty batch) and its server time.
@@ -338,13 +335,7 @@ async fn ctid_batches(
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
     let table = qualified(&a.schema, &a.table);
-    let pages: i64 = client
-        .query_one(
-            "SELECT (pg_relation_size($1::text::regclass) / current_setting('block_size')::int)::int8",
-            &[&table],
-        )
-        .await?
-        .get(0);
+    let pages = pages(client, &table).await?;
     let statement = client
         .prepare(&format!(
             "WITH batch AS (SELECT t.ctid::text AS key, {predicate} AS ok FROM ONLY {table} AS t \

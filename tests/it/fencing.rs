@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use pgshift::migrate::engine::{MigrateError, Migrator, Pinned, Settings};
 
 use crate::harness;
-use crate::production::{MIGRATION, Shop};
+use crate::production::Shop;
 
 /// What the owner needs to fence: to end the app's backends (--force) and
 /// to see their state when naming them.
@@ -27,14 +27,8 @@ fn app_url(addr: std::net::SocketAddr, app: &str) -> String {
     format!("postgres://app:pw-app@{addr}/postgres?sslmode=disable&application_name={app}")
 }
 
-fn migration_file(shop: &Shop) -> std::path::PathBuf {
-    let file = shop.dir.path().join("02_amounts.json");
-    std::fs::write(&file, MIGRATION).unwrap();
-    file
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_proxys_sessions_still_fence_complete_and_force_terminates_them() {
+/// A Shop whose owner may end other roles' backends and see their state.
+async fn shop_with_owner_roles() -> Shop {
     let shop = Shop::open().await;
     shop.env
         .direct()
@@ -42,6 +36,12 @@ async fn a_paused_proxys_sessions_still_fence_complete_and_force_terminates_them
         .batch_execute(OWNER_ROLES)
         .await
         .unwrap();
+    shop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_proxys_sessions_still_fence_complete_and_force_terminates_them() {
+    let shop = shop_with_owner_roles().await;
     let (mut paused, addr) = second_proxy(&shop).await;
     shop.start("owner").await;
     let old = harness::connect(&app_url(addr, "paused-client")).await;
@@ -95,13 +95,7 @@ async fn a_paused_proxys_sessions_still_fence_complete_and_force_terminates_them
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ddl_behind_a_long_transaction_stops_at_its_deadline_naming_the_blocker() {
-    let shop = Shop::open().await;
-    shop.env
-        .direct()
-        .await
-        .batch_execute(OWNER_ROLES)
-        .await
-        .unwrap();
+    let shop = shop_with_owner_roles().await;
     // A long transaction straight to Postgres (no session move waits for
     // it), as the app role.
     let direct = shop
@@ -126,7 +120,7 @@ async fn ddl_behind_a_long_transaction_stops_at_its_deadline_naming_the_blocker(
         ddl_timeout: Duration::from_secs(3),
         ..shop.settings("owner")
     };
-    let file = migration_file(&shop);
+    let file = shop.migration_file();
     let mut m = Migrator::connect(settings.clone()).await.unwrap();
     let began = std::time::Instant::now();
     let err = m.start(&file).await.unwrap_err();
@@ -154,13 +148,7 @@ async fn ddl_behind_a_long_transaction_stops_at_its_deadline_naming_the_blocker(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_idle_in_a_transaction_is_named_as_such() {
-    let shop = Shop::open().await;
-    shop.env
-        .direct()
-        .await
-        .batch_execute(OWNER_ROLES)
-        .await
-        .unwrap();
+    let shop = shop_with_owner_roles().await;
     // asyncpg's prepare() without an execute leaves exactly this.
     let idle = harness::connect(&app_url(shop.env.proxy, "prepared-only")).await;
     idle.batch_execute("BEGIN; SELECT id FROM orders LIMIT 1")
@@ -171,7 +159,7 @@ async fn a_session_idle_in_a_transaction_is_named_as_such() {
         ..shop.settings("owner")
     };
     let mut m = Migrator::connect(settings).await.unwrap();
-    let err = m.start(&migration_file(&shop)).await.unwrap_err();
+    let err = m.start(&shop.migration_file()).await.unwrap_err();
     let text = err.to_string();
     assert!(
         matches!(err, MigrateError::SessionsNotMoved { .. })
@@ -182,7 +170,7 @@ async fn a_session_idle_in_a_transaction_is_named_as_such() {
     );
     // As the refusal says: once the transaction ends, start again.
     idle.batch_execute("COMMIT").await.unwrap();
-    m.start(&migration_file(&shop))
+    m.start(&shop.migration_file())
         .await
         .unwrap_or_else(|e| panic!("start again: {e}"));
     m.close().await.unwrap();
@@ -192,7 +180,7 @@ async fn a_session_idle_in_a_transaction_is_named_as_such() {
 async fn start_returns_once_every_proxy_serves_the_new_version() {
     let shop = Shop::open().await;
     let (mut other, addr) = second_proxy(&shop).await;
-    let file = migration_file(&shop);
+    let file = shop.migration_file();
     // Each round: a client connects to each proxy the moment start returns.
     for round in 0..4 {
         let mut m = shop.migrator("owner").await;

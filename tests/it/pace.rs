@@ -9,26 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pgshift::migrate::engine::{Migrator, Settings};
-use tokio_postgres::Client;
 
 use crate::harness::{self, Env};
-
-const MIGRATION: &str = r#"{"name": "02_amounts", "operations": [
-  {"alter_column": {"table": "ledger", "column": "amount", "type": "numeric(12,2)",
-                    "up": "amount::numeric", "down": "amount::text"}}
-]}"#;
-
-async fn held_by(direct: &Client) -> Option<(i64, Option<String>, bool)> {
-    direct
-        .query_opt(
-            "SELECT rows_done, held_by, done FROM pgshift.backfill WHERE table_name = 'ledger'",
-            &[],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-}
+use crate::replica::{MIGRATION, backfill};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_backfill_slows_while_client_latency_is_over_its_factor_and_says_why() {
@@ -99,7 +82,7 @@ async fn the_backfill_slows_while_client_latency_is_over_its_factor_and_says_why
     // Once the backfill runs, the clients slow down 100-fold.
     assert!(
         harness::eventually(Duration::from_secs(30), || async {
-            matches!(held_by(&direct).await, Some((done, _, false)) if done > 0)
+            matches!(backfill(&direct).await, Some((done, _, false)) if done > 0)
         })
         .await,
         "the backfill never started"
@@ -107,11 +90,11 @@ async fn the_backfill_slows_while_client_latency_is_over_its_factor_and_says_why
     slow.store(true, Ordering::Relaxed);
     assert!(
         harness::eventually(Duration::from_secs(15), || async {
-            matches!(held_by(&direct).await, Some((_, Some(why), false)) if why.starts_with("client latency: p99"))
+            matches!(backfill(&direct).await, Some((_, Some(why), false)) if why.starts_with("client latency: p99"))
         })
         .await,
         "the backfill never said client latency held it back: {:?}",
-        held_by(&direct).await
+        backfill(&direct).await
     );
     // Back to quick queries: the backfill speeds up again and finishes.
     slow.store(false, Ordering::Relaxed);
@@ -120,6 +103,6 @@ async fn the_backfill_slows_while_client_latency_is_over_its_factor_and_says_why
         .expect("the backfill finished once latency came back")
         .unwrap()
         .unwrap_or_else(|e| panic!("start: {e}"));
-    assert_eq!(held_by(&direct).await, Some((200_000, None, true)));
+    assert_eq!(backfill(&direct).await, Some((200_000, None, true)));
     load.abort();
 }

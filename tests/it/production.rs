@@ -112,10 +112,16 @@ impl Shop {
             .unwrap_or_else(|e| panic!("migrator as {user}: {e}"))
     }
 
-    /// Starts MIGRATION as `user`.
-    pub async fn start(&self, user: &str) {
+    /// MIGRATION, written to the shop's directory.
+    pub fn migration_file(&self) -> std::path::PathBuf {
         let file = self.dir.path().join("02_amounts.json");
         std::fs::write(&file, MIGRATION).unwrap();
+        file
+    }
+
+    /// Starts MIGRATION as `user`.
+    pub async fn start(&self, user: &str) {
+        let file = self.migration_file();
         let mut m = self.migrator(user).await;
         m.start(&file)
             .await

@@ -10,13 +10,16 @@ use tokio_postgres::Client;
 
 use crate::harness::{self, Env};
 
-const MIGRATION: &str = r#"{"name": "02_amounts", "operations": [
+/// Version 02_amounts of a `ledger` table: `amount` text → numeric, a
+/// duplicated column that the backfill converts (pace.rs uses it too).
+pub const MIGRATION: &str = r#"{"name": "02_amounts", "operations": [
   {"alter_column": {"table": "ledger", "column": "amount", "type": "numeric(12,2)",
                     "up": "amount::numeric", "down": "amount::text"}}
 ]}"#;
 
-/// The backfill's checkpoint of `ledger`: rows done and what holds it back.
-async fn backfill(direct: &Client) -> Option<(i64, Option<String>, bool)> {
+/// The backfill's checkpoint of `ledger`: rows done, what holds it back,
+/// and whether it is done.
+pub async fn backfill(direct: &Client) -> Option<(i64, Option<String>, bool)> {
     direct
         .query_opt(
             "SELECT rows_done, held_by, done FROM pgshift.backfill WHERE table_name = 'ledger'",
