@@ -136,7 +136,18 @@ impl Edits<'_> {
             [_, s, v] if *s == self.view.schema && self.view.views.contains_key(*v) => 1,
             _ => return Ok(()),
         };
-        let toks = self.name_tokens(rv, parts.len())?;
+        self.schema_to_version_schema(rv, parts.len(), schema_at)
+    }
+
+    /// Replaces the schema part (name `schema_at` of the first `parts`
+    /// names of `node`) with the version schema.
+    fn schema_to_version_schema(
+        &mut self,
+        node: &Lite,
+        parts: usize,
+        schema_at: usize,
+    ) -> Result<(), Refusal> {
+        let toks = self.name_tokens(node, parts)?;
         let t = self.tokens.all()[toks[schema_at]];
         self.push(
             t.start,
@@ -166,15 +177,7 @@ impl Edits<'_> {
         {
             return Ok(());
         }
-        let toks = self.name_tokens(cr, parts)?;
-        let t = self.tokens.all()[toks[schema_at]];
-        self.push(
-            t.start,
-            t.end,
-            ident(&self.view.version_schema),
-            EditKind::ViewReference,
-        );
-        Ok(())
+        self.schema_to_version_schema(cr, parts, schema_at)
     }
 
     /// `SET [LOCAL|SESSION] search_path {TO|=} ...` and `SET SCHEMA '...'`:
