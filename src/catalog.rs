@@ -17,6 +17,76 @@ pub struct ColumnInfo {
     pub default: Option<String>,
     /// True for identity and generated columns, which cannot be written.
     pub generated: bool,
+    /// True for an identity column (`GENERATED ... AS IDENTITY`).
+    pub identity: bool,
+    /// The column's comment (`col_description`), if any.
+    pub comment: Option<String>,
+    /// The sequence the column owns (a `serial`'s, or one made `OWNED BY`
+    /// it), which Postgres drops with the column.
+    pub sequence: Option<OwnedSequence>,
+}
+
+/// A sequence owned by a column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedSequence {
+    pub schema: String,
+    pub name: String,
+    /// Its data type: `smallint`, `integer` or `bigint`.
+    pub type_: String,
+}
+
+/// What kind of object covers a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoveringKind {
+    /// An index that backs no constraint.
+    Index,
+    PrimaryKey,
+    Unique,
+    /// An exclusion constraint.
+    Exclusion,
+    Check,
+    ForeignKey,
+}
+
+/// An index or constraint of a table, with what it takes to build it again
+/// over other columns (a duplicated column's carry-over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Covering {
+    /// The index's or the constraint's name.
+    pub name: String,
+    pub kind: CoveringKind,
+    /// The columns of its own table that it uses: key columns, INCLUDE
+    /// columns and those its expressions and predicate read (from
+    /// `pg_depend`), or a constraint's `conkey` in key order.
+    pub columns: Vec<String>,
+    /// `pg_get_indexdef` of the index (of the backing index for primary
+    /// keys, unique and exclusion constraints).
+    pub index_def: Option<String>,
+    /// `pg_get_constraintdef` of a check constraint, without `NOT VALID`.
+    pub check: Option<String>,
+    /// What a foreign key references.
+    pub references: Option<References>,
+    pub deferrable: bool,
+    pub deferred: bool,
+    /// False for a constraint added NOT VALID and never validated.
+    pub validated: bool,
+}
+
+/// The referenced side of a foreign key, and its actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct References {
+    pub schema: String,
+    pub table: String,
+    /// Referenced columns, in key order.
+    pub columns: Vec<String>,
+    /// `confupdtype`, `confdeltype`: a no action, r restrict, c cascade,
+    /// n set null, d set default.
+    pub on_update: char,
+    pub on_delete: char,
+    /// `confmatchtype`: f full, p partial, s simple.
+    pub match_type: char,
+    /// True when `ON DELETE SET NULL/DEFAULT` names a subset of the columns.
+    pub delete_set_columns: bool,
 }
 
 /// One ordinary or partitioned table.
@@ -40,6 +110,10 @@ pub struct TableInfo {
     pub replica_identity: char,
     /// The replica-identity index, when `replica_identity` is 'i'.
     pub replica_index: Option<String>,
+    /// Its indexes and its check, unique, primary-key, exclusion and
+    /// foreign-key constraints (those it holds, not those referencing it),
+    /// except pgshift's own temporary ones.
+    pub covering: Vec<Covering>,
 }
 
 impl TableInfo {
@@ -58,7 +132,8 @@ pub async fn tables(
     let rows = client
         .query(
             "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
-                    pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '' OR a.attgenerated <> ''
+                    pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '' OR a.attgenerated <> '',
+                    a.attidentity <> '', col_description(c.oid, a.attnum)
              FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -80,8 +155,14 @@ pub async fn tables(
             not_null: row.get(3),
             default: row.get(4),
             generated: row.get(5),
+            identity: row.get(6),
+            comment: row.get(7),
+            sequence: None,
         });
     }
+    owned_sequences(client, schema, &mut tables).await?;
+    indexes_covering(client, schema, &mut tables).await?;
+    constraints_covering(client, schema, &mut tables).await?;
     keys(client, schema, &mut tables).await?;
     replica_identities(client, schema, &mut tables).await?;
     constraint_names(client, schema, &mut tables).await?;
@@ -187,8 +268,10 @@ async fn dependents(
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
              JOIN LATERAL (
-                 SELECT ic.relname::text AS name FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-                 WHERE i.indrelid = c.oid AND a.attnum = ANY (i.indkey)
+                 SELECT ic.relname::text AS name FROM pg_depend dep
+                 JOIN pg_class ic ON ic.oid = dep.objid AND ic.relkind IN ('i', 'I')
+                 WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
+                   AND dep.refobjid = c.oid AND dep.refobjsubid = a.attnum
                  UNION SELECT con.conname::text FROM pg_constraint con
                  WHERE con.conrelid = c.oid AND a.attnum = ANY (con.conkey)
                  UNION SELECT con.conname::text FROM pg_constraint con
@@ -206,6 +289,169 @@ async fn dependents(
                 .or_default()
                 .insert(row.get(2));
         }
+    }
+    Ok(())
+}
+
+/// The sequences that columns own: `deptype` 'a' (`serial`, `OWNED BY`)
+/// or 'i' (identity) in `pg_depend`.
+async fn owned_sequences(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text, sn.nspname::text, s.relname::text,
+                    format_type(seq.seqtypid, NULL)
+             FROM pg_depend d
+             JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+             JOIN pg_namespace sn ON sn.oid = s.relnamespace
+             JOIN pg_sequence seq ON seq.seqrelid = s.oid
+             JOIN pg_class c ON c.oid = d.refobjid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.refobjsubid
+             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+               AND d.deptype IN ('a', 'i') AND n.nspname = $1",
+            &[&schema],
+        )
+        .await?;
+    for row in rows {
+        let Some(table) = tables.get_mut(row.get::<_, &str>(0)) else {
+            continue;
+        };
+        let column: &str = row.get(1);
+        if let Some(c) = table.columns.iter_mut().find(|c| c.name == column) {
+            c.sequence = Some(OwnedSequence {
+                schema: row.get(2),
+                name: row.get(3),
+                type_: row.get(4),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Each table's valid indexes, with the primary-key, unique or exclusion
+/// constraint each backs, and the columns each uses (from `pg_depend`, so
+/// expression and predicate columns count).
+async fn indexes_covering(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, ic.relname::text, pg_get_indexdef(i.indexrelid),
+                    con.contype::text, coalesce(con.condeferrable, false),
+                    coalesce(con.condeferred, false),
+                    ARRAY(SELECT a.attname::text FROM pg_depend d
+                          JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                          WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                            AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
+                            AND d.refobjsubid > 0
+                          ORDER BY a.attnum)
+             FROM pg_index i
+             JOIN pg_class c ON c.oid = i.indrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_class ic ON ic.oid = i.indexrelid
+             LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+                  AND con.contype IN ('p', 'u', 'x')
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND i.indisvalid
+               AND left(ic.relname, 9) <> '_pgshift_'
+             ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await?;
+    for row in rows {
+        let Some(table) = tables.get_mut(row.get::<_, &str>(0)) else {
+            continue;
+        };
+        let kind = match row.get::<_, Option<&str>>(3) {
+            Some("p") => CoveringKind::PrimaryKey,
+            Some("u") => CoveringKind::Unique,
+            Some(_) => CoveringKind::Exclusion,
+            None => CoveringKind::Index,
+        };
+        table.covering.push(Covering {
+            name: row.get(1),
+            kind,
+            columns: row.get(6),
+            index_def: row.get(2),
+            check: None,
+            references: None,
+            deferrable: row.get(4),
+            deferred: row.get(5),
+            validated: true,
+        });
+    }
+    Ok(())
+}
+
+/// Each table's own check and foreign-key constraints (not inherited
+/// ones), with what a foreign key references.
+async fn constraints_covering(
+    client: &impl GenericClient,
+    schema: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, con.conname::text, con.contype::text,
+                    pg_get_constraintdef(con.oid), con.convalidated, con.condeferrable, con.condeferred,
+                    ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
+                          JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o),
+                    fn.nspname::text, fc.relname::text,
+                    ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
+                          JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o),
+                    con.confupdtype::text, con.confdeltype::text, con.confmatchtype::text,
+                    con.confdelsetcols IS NOT NULL
+             FROM pg_constraint con
+             JOIN pg_class c ON c.oid = con.conrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             LEFT JOIN pg_class fc ON fc.oid = con.confrelid
+             LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
+             WHERE n.nspname = $1 AND con.contype IN ('c', 'f') AND con.conparentid = 0
+               AND NOT con.coninhcount > 0 AND left(con.conname, 9) <> '_pgshift_'
+             ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await?;
+    let first = |s: &str| s.chars().next().unwrap_or(' ');
+    for row in rows {
+        let Some(table) = tables.get_mut(row.get::<_, &str>(0)) else {
+            continue;
+        };
+        let foreign = row.get::<_, &str>(2) == "f";
+        let definition: String = row.get(3);
+        table.covering.push(Covering {
+            name: row.get(1),
+            kind: if foreign {
+                CoveringKind::ForeignKey
+            } else {
+                CoveringKind::Check
+            },
+            columns: row.get(7),
+            index_def: None,
+            check: (!foreign).then(|| {
+                definition
+                    .strip_suffix(" NOT VALID")
+                    .unwrap_or(&definition)
+                    .to_string()
+            }),
+            references: foreign.then(|| References {
+                schema: row.get(8),
+                table: row.get(9),
+                columns: row.get(10),
+                on_update: first(row.get(11)),
+                on_delete: first(row.get(12)),
+                match_type: first(row.get(13)),
+                delete_set_columns: row.get(14),
+            }),
+            deferrable: row.get(5),
+            deferred: row.get(6),
+            validated: row.get(4),
+        });
     }
     Ok(())
 }

@@ -17,5 +17,6 @@ mod ops;
 pub mod pace;
 pub mod plan;
 pub mod privileges;
+pub mod redefine;
 pub mod settings;
 pub mod verify;

@@ -47,6 +47,12 @@ pub fn trigger(table: &str, version: &str) -> String {
     fit(&format!("{TEMP_PREFIX}{version}_{table}"))
 }
 
+/// The temporary name of an index or constraint rebuilt over a duplicated
+/// column until complete gives it back its own name `name`.
+pub fn carried(name: &str) -> String {
+    fit(&format!("{TEMP_PREFIX}dup_{name}"))
+}
+
 /// The NOT VALID check constraint that stands for NOT NULL during a migration.
 pub fn not_null_check(column: &str) -> String {
     fit(&format!("{TEMP_PREFIX}not_null_{column}"))

@@ -217,6 +217,11 @@ pub(in crate::migrate) struct Shape {
     pub(in crate::migrate) duplicates: Vec<(String, String)>,
     /// Physical column → the indexes this migration creates on it.
     pub(in crate::migrate) new_indexes: BTreeMap<String, Vec<String>>,
+    /// Constraints the migration drops by duplicating their columns
+    /// without them: not carried over to the duplicates.
+    pub(in crate::migrate) dropping: BTreeSet<String>,
+    /// Duplicate (physical) → the JSON path of the operation that made it.
+    pub(in crate::migrate) origins: BTreeMap<String, String>,
 }
 
 pub(in crate::migrate) struct Planner<'a> {
@@ -233,8 +238,17 @@ pub(in crate::migrate) struct Planner<'a> {
     pub(in crate::migrate) undo_before_triggers: Vec<Step>,
     pub(in crate::migrate) verify: Vec<Verify>,
     pub(in crate::migrate) validate: Vec<Step>,
+    /// Steps after the backfill: foreign keys over duplicated columns,
+    /// which need every row converted before they can check a new one.
+    pub(in crate::migrate) after_backfill: Vec<Step>,
+    /// Statements of complete's switch transaction before `contract`
+    /// (physical names; what must go before the old columns do).
+    pub(in crate::migrate) contract_early: Vec<String>,
     /// Statements of complete's switch transaction (drops and renames).
     pub(in crate::migrate) contract: Vec<String>,
+    /// Statements of complete's switch transaction after the columns have
+    /// their final names: carried-over indexes and constraints get theirs.
+    pub(in crate::migrate) contract_renamed: Vec<String>,
     pub(in crate::migrate) contract_late: Vec<Step>,
     pub(in crate::migrate) undo: Vec<Step>,
 }
@@ -264,7 +278,10 @@ pub fn plan(migration: &Migration, cx: &Context) -> Result<Plan, Vec<Problem>> {
         undo_before_triggers: Vec::new(),
         verify: Vec::new(),
         validate: Vec::new(),
+        after_backfill: Vec::new(),
+        contract_early: Vec::new(),
         contract: Vec::new(),
+        contract_renamed: Vec::new(),
         contract_late: Vec::new(),
         undo: Vec::new(),
     };
@@ -280,6 +297,9 @@ pub fn plan(migration: &Migration, cx: &Context) -> Result<Plan, Vec<Problem>> {
     for (i, op) in migration.operations.iter().enumerate() {
         let at = format!("/operations/{i}/{}", op.kind());
         p.operation(&at, op);
+    }
+    if p.problems.is_empty() {
+        p.carry_over();
     }
     if !p.problems.is_empty() {
         return Err(p.problems);
@@ -329,6 +349,8 @@ impl<'a> Planner<'a> {
                     backfill_touch: false,
                     duplicates: Vec::new(),
                     new_indexes: BTreeMap::new(),
+                    dropping: BTreeSet::new(),
+                    origins: BTreeMap::new(),
                 });
                 Some(self.shapes.len() - 1)
             }

@@ -2,6 +2,7 @@
 //! its name, filled by `up` for old-version writes and backfilled; NOT NULL,
 //! unique, check, foreign key and comment carried as the column asks.
 
+use super::common::Fill;
 use crate::migrate::format;
 use crate::migrate::names;
 use crate::migrate::plan::{Planner, Step};
@@ -39,7 +40,7 @@ impl Planner<'_> {
             // index: as pgroll does, the default is set after the column is
             // added (new rows get it), and existing rows get `up` (else the
             // default, evaluated per row) from the backfill.
-            self.add_physical(s, &physical, &col.type_, None);
+            self.add_physical(s, &physical, &col.type_, None, Fill::Default);
             let table = self.table_q(&self.shapes[s].physical.clone());
             self.expand.push(Step::Sql {
                 sql: format!(
@@ -54,7 +55,7 @@ impl Planner<'_> {
                 ));
             }
         } else {
-            self.add_physical(s, &physical, &col.type_, col.default.as_deref());
+            self.add_physical(s, &physical, &col.type_, col.default.as_deref(), Fill::Default);
         }
         if !col.nullable {
             self.not_null(s, &physical, &col.name);

@@ -10,7 +10,16 @@ use super::push_fk_options;
 use crate::migrate::format::{self, Column};
 use crate::migrate::names;
 use crate::migrate::plan::{ColumnChange, Planner, Step, Verify};
-use crate::quote::{ident, literal};
+use crate::quote::{ident, literal, qualified};
+
+/// What fills a new physical column's existing rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fill {
+    /// Its default (or nothing, without one).
+    Default,
+    /// `up`, through the dual-write trigger and the backfill.
+    Up,
+}
 
 /// How many columns a dropped constraint may cover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,16 +32,22 @@ pub(super) enum Columns {
 
 impl Planner<'_> {
     /// The physical column's DDL type and default clause for a new column,
-    /// and the backfill assignment a volatile default needs.
+    /// and the backfill assignment a volatile default needs. A column that
+    /// `up` fills on every row (`Fill::Up`, a duplicate) is added bare and
+    /// gets its default for new rows only: its original's default may be
+    /// volatile (a `serial`'s `nextval`), and evaluating it for each row
+    /// would rewrite the table and spend the sequence.
     pub(super) fn add_physical(
         &mut self,
         shape: usize,
         physical: &str,
         type_: &str,
         default: Option<&str>,
+        fill: Fill,
     ) {
         let table = self.table_q(&self.shapes[shape].physical.clone());
-        let volatile = default.is_some_and(|d| self.cx.volatile_defaults.contains(d));
+        let volatile = fill == Fill::Up
+            || default.is_some_and(|d| self.cx.volatile_defaults.contains(d));
         let mut sql = format!("ALTER TABLE {table} ADD COLUMN {} {type_}", ident(physical));
         if let Some(d) = default {
             if volatile {
@@ -42,10 +57,12 @@ impl Planner<'_> {
                     "; ALTER TABLE {table} ALTER COLUMN {} SET DEFAULT {d}",
                     ident(physical)
                 ));
-                self.shapes[shape].backfill_set.push((
-                    physical.to_string(),
-                    format!("COALESCE({}, {d})", ident(physical)),
-                ));
+                if fill == Fill::Default {
+                    self.shapes[shape].backfill_set.push((
+                        physical.to_string(),
+                        format!("COALESCE({}, {d})", ident(physical)),
+                    ));
+                }
             } else {
                 sql.push_str(&format!(" DEFAULT {d}"));
             }
@@ -203,8 +220,9 @@ impl Planner<'_> {
     /// `s` into a `_pgshift_new_*` column that the new version sees, kept in
     /// step by `up` (old → new) and `down` (new → old) and backfilled; the
     /// old column is dropped at complete. The indexes and constraints on the
-    /// old column go with it, so the column may carry only those in
-    /// `expendable`. Returns the new physical column.
+    /// old column are rebuilt over the duplicate once every operation is
+    /// planned ([`Planner::carry_over`]), except those in `expendable`,
+    /// which go with the old column. Returns the new physical column.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn duplicate_column(
         &mut self,
@@ -232,26 +250,18 @@ impl Planner<'_> {
             );
             return None;
         };
-        let covering: Vec<String> = self
-            .info(s)
-            .and_then(|t| t.dependents.get(&old_physical))
-            .map(|d| {
-                d.iter()
-                    .filter(|n| !expendable.contains(*n))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !covering.is_empty() {
+        if info.identity {
             self.problem(
                 at,
                 format!(
-                    "column {name:?} is covered by {}; pgshift does not carry indexes and constraints over to a duplicated column yet, so drop them in an earlier migration",
-                    covering.join(", ")
+                    "column {name:?} is an identity column; pgshift cannot duplicate it yet (its sequence goes with it), so make it a plain column with a sequence default in an earlier migration"
                 ),
             );
             return None;
         }
+        // Every other index and constraint on the column is rebuilt over
+        // the duplicate (`carry_over`); these go with the old column.
+        self.shapes[s].dropping.extend(expendable.iter().cloned());
         // An index an earlier operation of this file creates on the column
         // would go with the old column at complete.
         if let Some(indexes) = self.shapes[s].new_indexes.get(&old_physical) {
@@ -267,7 +277,7 @@ impl Planner<'_> {
         let physical = names::new_column(name);
         let type_ = change.type_.unwrap_or(info.type_.clone());
         let default = change.default.unwrap_or(info.default.clone());
-        self.add_physical(s, &physical, &type_, default.as_deref());
+        self.add_physical(s, &physical, &type_, default.as_deref(), Fill::Up);
         if !change.nullable.unwrap_or(!info.not_null) {
             self.not_null(s, &physical, name);
         }
@@ -277,10 +287,31 @@ impl Planner<'_> {
         shape
             .duplicates
             .push((old_physical.clone(), physical.clone()));
+        shape.origins.insert(physical.clone(), at.to_string());
         shape.backfill_touch = true;
         shape.new_cols[c].1 = physical.clone();
         self.verify_converted(s, &physical, up);
         let t = self.table_q(&self.shapes[s].physical.clone());
+        // What goes with the old column but belongs to the column: its
+        // comment, and the sequence it owns (widened with the column).
+        if let Some(comment) = &info.comment {
+            self.contract_early.push(format!(
+                "COMMENT ON COLUMN {t}.{} IS {}",
+                ident(&physical),
+                literal(comment)
+            ));
+        }
+        if let Some(seq) = &info.sequence {
+            let seq_q = qualified(&seq.schema, &seq.name);
+            self.contract_early.push(format!(
+                "ALTER SEQUENCE {seq_q} OWNED BY {t}.{}",
+                ident(&physical)
+            ));
+            if integer_rank(&type_) > integer_rank(&seq.type_) {
+                self.contract_early
+                    .push(format!("ALTER SEQUENCE {seq_q} AS {type_}"));
+            }
+        }
         self.contract.push(format!(
             "ALTER TABLE {t} DROP COLUMN IF EXISTS {}",
             ident(&old_physical)
@@ -439,5 +470,16 @@ impl Planner<'_> {
                 &expendable,
             );
         }
+    }
+}
+
+/// The width of an integer type a sequence can have (0 for any other
+/// type): a sequence is widened, never narrowed, with its column.
+fn integer_rank(type_: &str) -> u8 {
+    match type_.trim().to_ascii_lowercase().as_str() {
+        "smallint" | "int2" => 1,
+        "integer" | "int" | "int4" => 2,
+        "bigint" | "int8" => 3,
+        _ => 0,
     }
 }

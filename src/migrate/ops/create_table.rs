@@ -96,6 +96,8 @@ impl Planner<'_> {
             backfill_touch: false,
             duplicates: Vec::new(),
             new_indexes: Default::default(),
+            dropping: Default::default(),
+            origins: Default::default(),
         });
     }
 

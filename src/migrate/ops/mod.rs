@@ -5,6 +5,7 @@
 
 mod add_column;
 mod alter_column;
+mod carry;
 mod common;
 mod create_constraint;
 mod create_index;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use expect_test::Expect;
 
-use crate::catalog::{ColumnInfo, TableInfo};
+use crate::catalog::{ColumnInfo, Covering, CoveringKind, OwnedSequence, References, TableInfo};
 use crate::migrate::format::{self, Problem};
 use crate::migrate::plan::{self, Context, Plan, Step};
 use crate::state::Action;
@@ -20,6 +20,29 @@ fn column(name: &str, type_: &str, not_null: bool, default: Option<&str>) -> Col
         not_null,
         default: default.map(str::to_string),
         generated: false,
+        identity: false,
+        comment: None,
+        sequence: None,
+    }
+}
+
+/// A primary key, unique constraint or index over `columns` of `table`.
+fn index(table: &str, name: &str, kind: CoveringKind, columns: &[&str]) -> Covering {
+    let unique = matches!(kind, CoveringKind::PrimaryKey | CoveringKind::Unique);
+    Covering {
+        name: name.into(),
+        kind,
+        columns: columns.iter().map(|c| c.to_string()).collect(),
+        index_def: Some(format!(
+            "CREATE {}INDEX {name} ON public.{table} USING btree ({})",
+            if unique { "UNIQUE " } else { "" },
+            columns.join(", ")
+        )),
+        check: None,
+        references: None,
+        deferrable: false,
+        deferred: false,
+        validated: true,
     }
 }
 
@@ -43,12 +66,20 @@ pub(super) fn tables() -> BTreeMap<String, TableInfo> {
     let users = TableInfo {
         name: "users".into(),
         columns: vec![
-            column(
-                "id",
-                "integer",
-                true,
-                Some("nextval('users_id_seq'::regclass)"),
-            ),
+            ColumnInfo {
+                sequence: Some(OwnedSequence {
+                    schema: "public".into(),
+                    name: "users_id_seq".into(),
+                    type_: "integer".into(),
+                }),
+                comment: Some("The user's number".into()),
+                ..column(
+                    "id",
+                    "integer",
+                    true,
+                    Some("nextval('users_id_seq'::regclass)"),
+                )
+            },
             column("name", "text", false, None),
             column("email", "text", true, None),
             column(
@@ -68,6 +99,10 @@ pub(super) fn tables() -> BTreeMap<String, TableInfo> {
         constraint_columns: columns_of(&[("users_pkey", &["id"]), ("users_email_key", &["email"])]),
         replica_identity: 'd',
         replica_index: None,
+        covering: vec![
+            index("users", "users_email_key", CoveringKind::Unique, &["email"]),
+            index("users", "users_pkey", CoveringKind::PrimaryKey, &["id"]),
+        ],
     };
     let orders = TableInfo {
         name: "orders".into(),
@@ -90,6 +125,28 @@ pub(super) fn tables() -> BTreeMap<String, TableInfo> {
         ]),
         replica_identity: 'd',
         replica_index: None,
+        covering: vec![
+            index("orders", "orders_pkey", CoveringKind::PrimaryKey, &["id"]),
+            Covering {
+                name: "orders_user_id_fkey".into(),
+                kind: CoveringKind::ForeignKey,
+                columns: vec!["user_id".into()],
+                index_def: None,
+                check: None,
+                references: Some(References {
+                    schema: "public".into(),
+                    table: "users".into(),
+                    columns: vec!["id".into()],
+                    on_update: 'a',
+                    on_delete: 'c',
+                    match_type: 's',
+                    delete_set_columns: false,
+                }),
+                deferrable: false,
+                deferred: false,
+                validated: true,
+            },
+        ],
     };
     let events = TableInfo {
         name: "events".into(),

@@ -29,6 +29,7 @@ impl Planner<'_> {
         start.extend(self.after_triggers.iter().cloned());
         start.push(self.new_views_step());
         start.extend(self.backfill_steps());
+        start.extend(self.after_backfill.iter().cloned());
         let complete = self.complete_steps(&old_vs, &triggers);
         let rollback = self.rollback_steps(&old_vs, &triggers, &created_views);
         let agreements = self.agreements();
@@ -271,6 +272,7 @@ impl Planner<'_> {
             privileges: self.new_privileges(false),
         });
         let mut switch: Vec<String> = triggers.drop.clone();
+        switch.extend(self.contract_early.iter().cloned());
         switch.extend(self.contract.iter().cloned());
         for shape in self.shapes.iter().filter(|s| !s.dropped) {
             let table = qualified(self.cx.schema, &shape.new_name);
@@ -284,6 +286,7 @@ impl Planner<'_> {
                 }
             }
         }
+        switch.extend(self.contract_renamed.iter().cloned());
         if !switch.is_empty() {
             complete.push(Step::Sql {
                 sql: switch.join("; "),

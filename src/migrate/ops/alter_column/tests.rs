@@ -1,6 +1,6 @@
 use expect_test::expect;
 
-use crate::migrate::ops::testkit::{check, check_problems};
+use crate::migrate::ops::testkit::{check, check_problems, plan, render};
 
 /// A type change through a duplicate kept in step both ways.
 #[test]
@@ -80,12 +80,13 @@ operations:
     );
 }
 
-/// Today a column covered by an index or constraint is refused (its
-/// indexes would not follow the duplicate).
+/// A unique column's duplicate gets its unique index, built concurrently
+/// at start, and complete attaches it as the constraint of the same name.
 #[test]
-fn a_covered_column_is_refused() {
-    check_problems(
-        r#"
+fn a_unique_column_keeps_its_constraint() {
+    let plan = render(
+        &plan(
+            r#"
 operations:
   - alter_column:
       table: users
@@ -94,8 +95,80 @@ operations:
       up: email
       down: "coalesce(email, '')"
 "#,
-        expect![[r#"
-            /operations/0/alter_column: column "email" is covered by users_email_key; pgshift does not carry indexes and constraints over to a duplicated column yet, so drop them in an earlier migration
-        "#]],
+        )
+        .expect("plans"),
     );
+    let lines: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("users_email_key"))
+        .collect();
+    expect![[r#"
+        [
+            "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"_pgshift_dup_users_email_key\" ON public.users USING btree (\"_pgshift_new_email\")  -- concurrent",
+            "DROP TRIGGER IF EXISTS \"_pgshift_02_change_users\" ON \"public\".\"users\"; DROP FUNCTION IF EXISTS \"pgshift\".\"_pgshift_02_change_users\"(); ALTER TABLE \"public\".\"users\" DROP COLUMN IF EXISTS \"email\"; ALTER TABLE \"public\".\"users\" RENAME COLUMN \"_pgshift_new_email\" TO \"email\"; ALTER TABLE \"public\".\"users\" ADD CONSTRAINT \"users_email_key\" UNIQUE USING INDEX \"_pgshift_dup_users_email_key\"",
+        ]
+    "#]].assert_debug_eq(&lines);
+}
+
+/// The migration teams fear most: an integer primary key that another
+/// table references becomes bigint, with the referencing column, online.
+/// The keys are rebuilt over the duplicates, the foreign key follows them
+/// after the backfill, and complete swaps the keys in its one switch with
+/// the sequence widened and still owned by the key.
+#[test]
+fn an_integer_key_and_its_reference_become_bigint() {
+    let plan = plan(
+        r#"
+operations:
+  - alter_column:
+      table: users
+      column: id
+      type: bigint
+      up: id
+      down: id
+  - alter_column:
+      table: orders
+      column: user_id
+      type: bigint
+      up: user_id
+      down: user_id
+"#,
+    )
+    .expect("plans");
+    let outside_triggers: Vec<String> = render(&plan)
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with("IF ") && !l.starts_with("ELSE") && !l.starts_with("END") && !l.starts_with("BEGIN") && !l.starts_with("RETURN") && !l.starts_with("$pgshift") && !l.starts_with("CREATE OR REPLACE FUNCTION"))
+        .map(str::to_string)
+        .collect();
+    expect![[r#"
+        -- start
+        CREATE SCHEMA IF NOT EXISTS "public_01_base"; CREATE VIEW "public_01_base"."users" WITH (security_invoker = true) AS SELECT "id", "name", "email", "created_at" FROM "public"."users"; CREATE VIEW "public_01_base"."orders" WITH (security_invoker = true) AS SELECT "id", "user_id", "amount", "status" FROM "public"."orders"
+        ALTER TABLE "public"."users" ADD COLUMN "_pgshift_new_id" bigint; ALTER TABLE "public"."users" ALTER COLUMN "_pgshift_new_id" SET DEFAULT nextval('users_id_seq'::regclass)
+        ALTER TABLE "public"."orders" ADD COLUMN "_pgshift_new_user_id" bigint
+        CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "_pgshift_dup_users_pkey" ON public.users USING btree ("_pgshift_new_id")  -- concurrent
+        ALTER TABLE "public"."users" ADD CONSTRAINT "_pgshift_not_null_id" CHECK ("_pgshift_new_id" IS NOT NULL) NOT VALID
+        CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."users" WITH (security_invoker = true) AS SELECT "_pgshift_new_id" AS "id", "name", "email", "created_at" FROM "public"."users"; CREATE VIEW "public_02_change"."orders" WITH (security_invoker = true) AS SELECT "id", "_pgshift_new_user_id" AS "user_id", "amount", "status" FROM "public"."orders"
+        -- backfill public.users by [id] set []
+        -- backfill public.orders by [id] set []
+        ALTER TABLE "public"."orders" ADD CONSTRAINT "_pgshift_dup_orders_user_id_fkey" FOREIGN KEY ("_pgshift_new_user_id") REFERENCES "public"."users" ("_pgshift_new_id") ON UPDATE NO ACTION ON DELETE CASCADE NOT VALID
+        -- complete
+        ALTER TABLE "public"."users" VALIDATE CONSTRAINT "_pgshift_not_null_id"
+        ALTER TABLE "public"."orders" VALIDATE CONSTRAINT "_pgshift_dup_orders_user_id_fkey"
+        DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+        DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"(); DROP TRIGGER IF EXISTS "_pgshift_02_change_orders" ON "public"."orders"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_orders"(); COMMENT ON COLUMN "public"."users"."_pgshift_new_id" IS 'The user''s number'; ALTER SEQUENCE "public"."users_id_seq" OWNED BY "public"."users"."_pgshift_new_id"; ALTER SEQUENCE "public"."users_id_seq" AS bigint; ALTER TABLE "public"."orders" DROP CONSTRAINT IF EXISTS "orders_user_id_fkey"; ALTER TABLE "public"."users" DROP COLUMN IF EXISTS "id"; ALTER TABLE "public"."orders" DROP COLUMN IF EXISTS "user_id"; ALTER TABLE "public"."users" RENAME COLUMN "_pgshift_new_id" TO "id"; ALTER TABLE "public"."orders" RENAME COLUMN "_pgshift_new_user_id" TO "user_id"; ALTER TABLE "public"."orders" RENAME CONSTRAINT "_pgshift_dup_orders_user_id_fkey" TO "orders_user_id_fkey"; ALTER TABLE "public"."users" ALTER COLUMN "id" SET NOT NULL; ALTER TABLE "public"."users" ADD CONSTRAINT "users_pkey" PRIMARY KEY USING INDEX "_pgshift_dup_users_pkey"
+        ALTER TABLE "public"."users" ALTER COLUMN "id" SET NOT NULL; ALTER TABLE "public"."users" DROP CONSTRAINT "_pgshift_not_null_id"
+        -- rollback
+        DROP SCHEMA IF EXISTS "public_02_change" CASCADE
+        ALTER TABLE "public"."users" DROP CONSTRAINT IF EXISTS "_pgshift_not_null_id"
+        DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"()
+        DROP TRIGGER IF EXISTS "_pgshift_02_change_orders" ON "public"."orders"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_orders"()
+        ALTER TABLE "public"."orders" DROP CONSTRAINT IF EXISTS "_pgshift_dup_orders_user_id_fkey"
+        ALTER TABLE "public"."orders" DROP COLUMN IF EXISTS "_pgshift_new_user_id"
+        ALTER TABLE "public"."users" DROP COLUMN IF EXISTS "_pgshift_new_id"
+        DROP SCHEMA IF EXISTS "public_01_base" CASCADE
+        -- agreement users.id <-> _pgshift_new_id: up Some("id"), down Some("id")
+        -- agreement orders.user_id <-> _pgshift_new_user_id: up Some("user_id"), down Some("user_id")
+        -- verify users._pgshift_new_id: SELECT count(*) FROM "public"."users" WHERE "_pgshift_new_id" IS NULL AND (id) IS NOT NULL
+        -- verify orders._pgshift_new_user_id: SELECT count(*) FROM "public"."orders" WHERE "_pgshift_new_user_id" IS NULL AND (user_id) IS NOT NULL
+    "#]].assert_eq(&(outside_triggers.join("\n") + "\n"));
 }

@@ -100,7 +100,7 @@ operations:
             -- start
             CREATE SCHEMA IF NOT EXISTS "public_01_base"; CREATE VIEW "public_01_base"."orders" WITH (security_invoker = true) AS SELECT "id", "user_id", "amount", "status" FROM "public"."orders"
               -- privileges of public_01_base
-            ALTER TABLE "public"."orders" ADD COLUMN "_pgshift_new_status" text DEFAULT 'new'::text
+            ALTER TABLE "public"."orders" ADD COLUMN "_pgshift_new_status" text; ALTER TABLE "public"."orders" ALTER COLUMN "_pgshift_new_status" SET DEFAULT 'new'::text
             CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "orders_status_key" ON "public"."orders" ("_pgshift_new_status")  -- concurrent
             CREATE OR REPLACE FUNCTION "pgshift"."_pgshift_02_change_orders"() RETURNS trigger LANGUAGE plpgsql AS $pgshift0$
             BEGIN

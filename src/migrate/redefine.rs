@@ -1,0 +1,262 @@
+//! Definitions of indexes and constraints, as Postgres prints them
+//! (`pg_get_indexdef`, `pg_get_constraintdef`, `pg_constraint`), rewritten
+//! to cover other columns under another name: how a duplicated column gets
+//! every index and constraint of its original (pgroll's `duplicate`).
+//!
+//! Column references are found in Postgres's own parse tree (libpg_query)
+//! and replaced at the token boundaries Postgres's own scanner finds, so an
+//! expression, an operator class, a collation or a predicate stays exactly
+//! as printed and only the columns' names change.
+
+use pg_query::protobuf::Token;
+use pg_query::NodeEnum;
+
+use crate::catalog::References;
+use crate::quote::{ident, qualified};
+use crate::rewrite::{Lite, Tokens};
+
+/// Maps a column name to its replacement, or `None` to keep it.
+pub type Rename<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// One replacement of the bytes `start..end`.
+struct Edit {
+    start: usize,
+    end: usize,
+    text: String,
+}
+
+/// `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS <name> ON ...`: the
+/// index that `def` (a `pg_get_indexdef` text) defines, named `name` and
+/// over the columns `rename` gives: key columns, expressions, INCLUDE
+/// columns and the predicate.
+///
+/// Errors when `def` is not one CREATE INDEX statement, which
+/// `pg_get_indexdef` never prints.
+pub fn index(def: &str, name: &str, rename: Rename) -> Result<String, String> {
+    let parsed = pg_query::parse(def, pg_query::ParserOptions::DEFAULT)
+        .map_err(|e| format!("cannot parse the index definition {def:?}: {e}"))?;
+    let Some(NodeEnum::IndexStmt(stmt)) = parsed
+        .protobuf
+        .stmts
+        .first()
+        .and_then(|s| s.stmt.as_ref())
+        .and_then(|s| s.node.as_ref())
+    else {
+        return Err(format!("{def:?} is not a CREATE INDEX statement"));
+    };
+    let tokens = Tokens::scan(def, true).ok_or_else(|| format!("cannot scan {def:?}"))?;
+    let toks = tokens.all();
+    let mut edits = column_refs(&Lite::of(stmt.as_ref()), &tokens, 0, rename);
+    // The name follows INDEX (pg_get_indexdef always prints one).
+    let index_kw = toks
+        .iter()
+        .position(|t| t.token == Token::Index)
+        .ok_or_else(|| format!("no INDEX in {def:?}"))?;
+    let name_tok = tokens
+        .significant(index_kw + 1)
+        .ok_or_else(|| format!("no index name in {def:?}"))?;
+    edits.push(Edit {
+        start: toks[name_tok].start,
+        end: toks[name_tok].end,
+        text: format!("CONCURRENTLY IF NOT EXISTS {}", ident(name)),
+    });
+    // Plain key columns (IndexElem.name) carry no location: each is the
+    // first token of its element in the first parenthesised list.
+    let open = toks
+        .iter()
+        .position(|t| t.token == Token::Ascii40)
+        .ok_or_else(|| format!("no column list in {def:?}"))?;
+    let names = |params: &[pg_query::protobuf::Node]| -> Vec<String> {
+        params
+            .iter()
+            .map(|p| match p.node.as_ref() {
+                Some(NodeEnum::IndexElem(e)) => e.name.clone(),
+                _ => String::new(),
+            })
+            .collect()
+    };
+    let close = elements(&tokens, open, &names(&stmt.index_params), rename, &mut edits)?;
+    if !stmt.index_including_params.is_empty() {
+        let include = toks[close..]
+            .iter()
+            .position(|t| t.token == Token::Include)
+            .map(|i| i + close)
+            .ok_or_else(|| format!("no INCLUDE list in {def:?}"))?;
+        let open = tokens
+            .significant(include + 1)
+            .filter(|&i| toks[i].token == Token::Ascii40)
+            .ok_or_else(|| format!("no INCLUDE list in {def:?}"))?;
+        elements(
+            &tokens,
+            open,
+            &names(&stmt.index_including_params),
+            rename,
+            &mut edits,
+        )?;
+    }
+    Ok(splice(def, edits))
+}
+
+/// A check constraint's definition (`CHECK (...)` as
+/// `pg_get_constraintdef` prints it, `NO INHERIT` included) over the
+/// columns `rename` gives.
+///
+/// Errors when `def` does not parse as a table constraint.
+pub fn check(def: &str, rename: Rename) -> Result<String, String> {
+    let prefix = "ALTER TABLE t ADD ";
+    let text = format!("{prefix}{def}");
+    let parsed = pg_query::parse(&text, pg_query::ParserOptions::DEFAULT)
+        .map_err(|e| format!("cannot parse the check {def:?}: {e}"))?;
+    let stmt = parsed
+        .protobuf
+        .stmts
+        .first()
+        .and_then(|s| s.stmt.as_ref())
+        .ok_or_else(|| format!("{def:?} is not a constraint"))?;
+    let tokens = Tokens::scan(&text, true).ok_or_else(|| format!("cannot scan {def:?}"))?;
+    let edits = column_refs(&Lite::of(stmt.as_ref()), &tokens, 0, rename);
+    Ok(splice(&text, edits)[prefix.len()..].to_string())
+}
+
+/// `FOREIGN KEY (columns) REFERENCES schema.table (referenced) [MATCH
+/// FULL] ON UPDATE ... ON DELETE ... [DEFERRABLE [INITIALLY DEFERRED]]`:
+/// a foreign key's definition from its parts (`pg_constraint`'s codes).
+pub fn foreign_key(
+    columns: &[String],
+    references: &References,
+    referenced: &[String],
+    deferrable: bool,
+    deferred: bool,
+) -> String {
+    let list = |cols: &[String]| cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+    let action = |code: char| match code {
+        'r' => "RESTRICT",
+        'c' => "CASCADE",
+        'n' => "SET NULL",
+        'd' => "SET DEFAULT",
+        _ => "NO ACTION",
+    };
+    let mut sql = format!(
+        "FOREIGN KEY ({}) REFERENCES {} ({})",
+        list(columns),
+        qualified(&references.schema, &references.table),
+        list(referenced)
+    );
+    if references.match_type == 'f' {
+        sql.push_str(" MATCH FULL");
+    }
+    sql.push_str(&format!(
+        " ON UPDATE {} ON DELETE {}",
+        action(references.on_update),
+        action(references.on_delete)
+    ));
+    sql.push_str(&deferral(deferrable, deferred));
+    sql
+}
+
+/// ` DEFERRABLE [INITIALLY DEFERRED]`, or nothing.
+pub fn deferral(deferrable: bool, deferred: bool) -> String {
+    match (deferrable, deferred) {
+        (false, _) => String::new(),
+        (true, false) => " DEFERRABLE".to_string(),
+        (true, true) => " DEFERRABLE INITIALLY DEFERRED".to_string(),
+    }
+}
+
+/// Edits for every column reference (`ColumnRef`, unqualified or by its
+/// last part) of `tree` that `rename` maps; locations are offsets in the
+/// text `tokens` came from, less `base`.
+fn column_refs(tree: &Lite, tokens: &Tokens, base: usize, rename: Rename) -> Vec<Edit> {
+    let mut edits = Vec::new();
+    tree.walk(|node, _| {
+        if node.kind() != Some("ColumnRef") {
+            return;
+        }
+        let Some(fields) = Lite::names(node.list("fields")) else {
+            return;
+        };
+        let (Some(last), Some(at)) = (fields.last(), node.location()) else {
+            return;
+        };
+        let Some(new) = rename(last) else { return };
+        let Some(parts) = tokens
+            .at(at + base)
+            .and_then(|i| tokens.name_parts(i, fields.len()))
+        else {
+            return;
+        };
+        let tok = tokens.all()[*parts.last().expect("one part at least")];
+        edits.push(Edit {
+            start: tok.start,
+            end: tok.end,
+            text: ident(&new),
+        });
+    });
+    edits
+}
+
+/// Edits for the elements of the list that opens at token `open` whose
+/// plain column name (`names[i]`, empty for an expression) `rename` maps;
+/// returns the index of the closing parenthesis.
+fn elements(
+    tokens: &Tokens,
+    open: usize,
+    names: &[String],
+    rename: Rename,
+    edits: &mut Vec<Edit>,
+) -> Result<usize, String> {
+    let toks = tokens.all();
+    let close = tokens
+        .closing_paren(open)
+        .ok_or("an unclosed column list")?;
+    let mut starts = vec![open + 1];
+    let mut depth = 0usize;
+    for (i, t) in toks.iter().enumerate().take(close).skip(open + 1) {
+        match t.token {
+            Token::Ascii40 | Token::Ascii91 => depth += 1,
+            Token::Ascii41 | Token::Ascii93 => depth = depth.saturating_sub(1),
+            Token::Ascii44 if depth == 0 => starts.push(i + 1),
+            _ => {}
+        }
+    }
+    if starts.len() != names.len() {
+        return Err(format!(
+            "{} elements in the column list, {} in the parse tree",
+            starts.len(),
+            names.len()
+        ));
+    }
+    for (start, name) in starts.into_iter().zip(names) {
+        if name.is_empty() {
+            continue;
+        }
+        let Some(new) = rename(name) else { continue };
+        let at = tokens
+            .significant(start)
+            .filter(|&i| toks[i].is_name())
+            .ok_or_else(|| format!("column {name:?} is not where the list has it"))?;
+        edits.push(Edit {
+            start: toks[at].start,
+            end: toks[at].end,
+            text: ident(&new),
+        });
+    }
+    Ok(close)
+}
+
+/// `text` with `edits` applied (they do not overlap).
+fn splice(text: &str, mut edits: Vec<Edit>) -> String {
+    edits.sort_by_key(|e| e.start);
+    let mut out = String::with_capacity(text.len() + 32);
+    let mut at = 0;
+    for e in edits {
+        out.push_str(&text[at..e.start]);
+        out.push_str(&e.text);
+        at = e.end;
+    }
+    out.push_str(&text[at..]);
+    out
+}
+
+#[cfg(test)]
+mod tests;
