@@ -334,7 +334,8 @@ async fn owned_sequences(
 
 /// Each table's valid indexes, with the primary-key, unique or exclusion
 /// constraint each backs, and the columns each uses (from `pg_depend`, so
-/// expression and predicate columns count).
+/// expression and predicate columns count; a constraint's index depends on
+/// its constraint, and the constraint on the columns).
 async fn indexes_covering(
     client: &impl GenericClient,
     schema: &str,
@@ -345,11 +346,13 @@ async fn indexes_covering(
             "SELECT c.relname::text, ic.relname::text, pg_get_indexdef(i.indexrelid),
                     con.contype::text, coalesce(con.condeferrable, false),
                     coalesce(con.condeferred, false),
-                    ARRAY(SELECT a.attname::text FROM pg_depend d
-                          JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-                          WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
-                            AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
-                            AND d.refobjsubid > 0
+                    ARRAY(SELECT a.attname::text FROM pg_attribute a
+                          WHERE a.attrelid = c.oid AND a.attnum > 0 AND EXISTS (
+                              SELECT FROM pg_depend d
+                              WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid
+                                AND d.refobjsubid = a.attnum
+                                AND ((d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid)
+                                  OR (d.classid = 'pg_constraint'::regclass AND d.objid = con.oid)))
                           ORDER BY a.attnum)
              FROM pg_index i
              JOIN pg_class c ON c.oid = i.indrelid

@@ -246,6 +246,9 @@ pub(in crate::migrate) struct Planner<'a> {
     pub(in crate::migrate) contract_early: Vec<String>,
     /// Statements of complete's switch transaction (drops and renames).
     pub(in crate::migrate) contract: Vec<String>,
+    /// Columns that become NOT NULL at complete: (shape, physical column,
+    /// the NOT VALID check that stands for it until then).
+    pub(in crate::migrate) not_nulls: Vec<(usize, String, String)>,
     /// Statements of complete's switch transaction after the columns have
     /// their final names: carried-over indexes and constraints get theirs.
     pub(in crate::migrate) contract_renamed: Vec<String>,
@@ -281,6 +284,7 @@ pub fn plan(migration: &Migration, cx: &Context) -> Result<Plan, Vec<Problem>> {
         after_backfill: Vec::new(),
         contract_early: Vec::new(),
         contract: Vec::new(),
+        not_nulls: Vec::new(),
         contract_renamed: Vec::new(),
         contract_late: Vec::new(),
         undo: Vec::new(),

@@ -8,8 +8,8 @@
 //! expression, an operator class, a collation or a predicate stays exactly
 //! as printed and only the columns' names change.
 
-use pg_query::protobuf::Token;
 use pg_query::NodeEnum;
+use pg_query::protobuf::Token;
 
 use crate::catalog::References;
 use crate::quote::{ident, qualified};
@@ -30,9 +30,14 @@ struct Edit {
 /// over the columns `rename` gives: key columns, expressions, INCLUDE
 /// columns and the predicate.
 ///
+/// Also returns the replaced plain key and INCLUDE columns, by their new
+/// names: the index's own columns are named after them (`pg_attribute`
+/// of the index, which `\d` shows), and keep those names when the table's
+/// columns are renamed.
+///
 /// Errors when `def` is not one CREATE INDEX statement, which
 /// `pg_get_indexdef` never prints.
-pub fn index(def: &str, name: &str, rename: Rename) -> Result<String, String> {
+pub fn index(def: &str, name: &str, rename: Rename) -> Result<(String, Vec<String>), String> {
     let parsed = pg_query::parse(def, pg_query::ParserOptions::DEFAULT)
         .map_err(|e| format!("cannot parse the index definition {def:?}: {e}"))?;
     let Some(NodeEnum::IndexStmt(stmt)) = parsed
@@ -75,7 +80,15 @@ pub fn index(def: &str, name: &str, rename: Rename) -> Result<String, String> {
             })
             .collect()
     };
-    let close = elements(&tokens, open, &names(&stmt.index_params), rename, &mut edits)?;
+    let mut plain = Vec::new();
+    let close = elements(
+        &tokens,
+        open,
+        &names(&stmt.index_params),
+        rename,
+        &mut edits,
+        &mut plain,
+    )?;
     if !stmt.index_including_params.is_empty() {
         let include = toks[close..]
             .iter()
@@ -92,9 +105,10 @@ pub fn index(def: &str, name: &str, rename: Rename) -> Result<String, String> {
             &names(&stmt.index_including_params),
             rename,
             &mut edits,
+            &mut plain,
         )?;
     }
-    Ok(splice(def, edits))
+    Ok((splice(def, edits), plain))
 }
 
 /// A check constraint's definition (`CHECK (...)` as
@@ -196,14 +210,16 @@ fn column_refs(tree: &Lite, tokens: &Tokens, base: usize, rename: Rename) -> Vec
 }
 
 /// Edits for the elements of the list that opens at token `open` whose
-/// plain column name (`names[i]`, empty for an expression) `rename` maps;
-/// returns the index of the closing parenthesis.
+/// plain column name (`names[i]`, empty for an expression) `rename` maps,
+/// adding each new name to `renamed` once; returns the index of the
+/// closing parenthesis.
 fn elements(
     tokens: &Tokens,
     open: usize,
     names: &[String],
     rename: Rename,
     edits: &mut Vec<Edit>,
+    renamed: &mut Vec<String>,
 ) -> Result<usize, String> {
     let toks = tokens.all();
     let close = tokens
@@ -240,6 +256,9 @@ fn elements(
             end: toks[at].end,
             text: ident(&new),
         });
+        if !renamed.contains(&new) {
+            renamed.push(new);
+        }
     }
     Ok(close)
 }

@@ -250,6 +250,20 @@ pub async fn pgbench_script(
     dir: &std::path::Path,
     extra: &[&str],
 ) -> (bool, String) {
+    pgbench_as(env, app, None, script, seconds, dir, extra).await
+}
+
+/// [`pgbench_script`] for the sessions of `version` (`PGOPTIONS=-c
+/// pgshift.version=...`), or of the default version with `None`.
+pub async fn pgbench_as(
+    env: &Env,
+    app: &str,
+    version: Option<&str>,
+    script: &str,
+    seconds: u32,
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (bool, String) {
     let path = dir.join(format!("{app}.sql"));
     std::fs::write(&path, script).unwrap();
     let out = tokio::process::Command::new(pg_program(env, "pgbench"))
@@ -271,6 +285,10 @@ pub async fn pgbench_script(
         .arg(&path)
         .arg("postgres")
         .env("PGAPPNAME", app)
+        .env(
+            "PGOPTIONS",
+            version.map_or(String::new(), |v| format!("-c pgshift.version={v}")),
+        )
         .output()
         .await
         .expect("pgbench must be installed");

@@ -4,6 +4,7 @@
 mod abuse;
 mod auth;
 mod bluegreen;
+mod carry;
 mod cli;
 mod clients;
 mod console;

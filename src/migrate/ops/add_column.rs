@@ -55,7 +55,13 @@ impl Planner<'_> {
                 ));
             }
         } else {
-            self.add_physical(s, &physical, &col.type_, col.default.as_deref(), Fill::Default);
+            self.add_physical(
+                s,
+                &physical,
+                &col.type_,
+                col.default.as_deref(),
+                Fill::Default,
+            );
         }
         if !col.nullable {
             self.not_null(s, &physical, &col.name);

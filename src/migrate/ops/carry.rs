@@ -120,7 +120,9 @@ impl Planner<'_> {
         let final_table = shape
             .map(|s| {
                 let s = &self.shapes[s];
-                s.physical_after.clone().unwrap_or_else(|| s.physical.clone())
+                s.physical_after
+                    .clone()
+                    .unwrap_or_else(|| s.physical.clone())
             })
             .unwrap_or_else(|| table.to_string());
         let info = self.cx.tables.get(table);
@@ -155,8 +157,8 @@ impl Planner<'_> {
             }
             CoveringKind::Index | CoveringKind::PrimaryKey | CoveringKind::Unique => {
                 let def = c.index_def.as_deref().unwrap_or_default();
-                let sql = match redefine::index(def, &temp, &local) {
-                    Ok(sql) => sql,
+                let (sql, plain) = match redefine::index(def, &temp, &local) {
+                    Ok(built) => built,
                     Err(e) => {
                         self.problem(&site.at, format!("index {:?}: {e}", c.name));
                         return false;
@@ -175,25 +177,25 @@ impl Planner<'_> {
                     )
                 };
                 match c.kind {
-                    CoveringKind::PrimaryKey => {
-                        // The duplicates' NOT NULL checks are validated by
-                        // now, so SET NOT NULL does not scan the table.
-                        for column in &c.columns {
-                            if let Some(name) = self.final_column(&site.table, column) {
-                                self.contract_renamed.push(format!(
-                                    "ALTER TABLE {final_table} ALTER COLUMN {} SET NOT NULL",
-                                    ident(&name)
-                                ));
-                            }
-                        }
-                        self.contract_renamed.push(attach("PRIMARY KEY"));
-                    }
+                    // The switch has made the duplicates NOT NULL by now.
+                    CoveringKind::PrimaryKey => self.contract_renamed.push(attach("PRIMARY KEY")),
                     CoveringKind::Unique => self.contract_renamed.push(attach("UNIQUE")),
                     _ => self.contract_renamed.push(format!(
                         "ALTER INDEX {} RENAME TO {}",
                         qualified(self.cx.schema, &temp),
                         ident(&c.name)
                     )),
+                }
+                // The index's own columns were named after the duplicates.
+                for duplicate in plain {
+                    if let Some(name) = self.final_column(&site.table, &duplicate) {
+                        self.contract_renamed.push(format!(
+                            "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                            qualified(self.cx.schema, &c.name),
+                            ident(&duplicate),
+                            ident(&name)
+                        ));
+                    }
                 }
                 if site.replica_index.as_deref() == Some(c.name.as_str()) {
                     self.contract_renamed.push(format!(
@@ -306,10 +308,7 @@ impl Planner<'_> {
         let table = self.table_q(&site.table);
         if c.validated {
             self.validate.push(Step::Sql {
-                sql: format!(
-                    "ALTER TABLE {table} VALIDATE CONSTRAINT {}",
-                    ident(temp)
-                ),
+                sql: format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", ident(temp)),
             });
         }
         self.contract_early.push(format!(
@@ -342,14 +341,11 @@ impl Planner<'_> {
         })
     }
 
-    /// The new-version name of a table's duplicated physical column.
-    fn final_column(&self, table: &str, original: &str) -> Option<String> {
-        let shape = self
-            .shapes
+    /// The new-version name of a table's duplicate (physical) column.
+    fn final_column(&self, table: &str, duplicate: &str) -> Option<String> {
+        self.shapes
             .iter()
-            .find(|s| s.old_name.is_some() && s.physical == table)?;
-        let (_, duplicate) = shape.duplicates.iter().find(|(o, _)| o == original)?;
-        shape
+            .find(|s| s.old_name.is_some() && s.physical == table)?
             .new_cols
             .iter()
             .find(|(_, p)| p == duplicate)

@@ -46,8 +46,8 @@ impl Planner<'_> {
         fill: Fill,
     ) {
         let table = self.table_q(&self.shapes[shape].physical.clone());
-        let volatile = fill == Fill::Up
-            || default.is_some_and(|d| self.cx.volatile_defaults.contains(d));
+        let volatile =
+            fill == Fill::Up || default.is_some_and(|d| self.cx.volatile_defaults.contains(d));
         let mut sql = format!("ALTER TABLE {table} ADD COLUMN {} {type_}", ident(physical));
         if let Some(d) = default {
             if volatile {
@@ -77,7 +77,7 @@ impl Planner<'_> {
     }
 
     /// NOT NULL during the migration: a NOT VALID check, validated and turned
-    /// into SET NOT NULL at complete without a long lock.
+    /// into SET NOT NULL in complete's switch without a scan.
     pub(super) fn not_null(&mut self, shape: usize, physical: &str, final_name: &str) {
         let table = self.table_q(&self.shapes[shape].physical.clone());
         let check = names::not_null_check(final_name);
@@ -100,13 +100,9 @@ impl Planner<'_> {
         self.validate.push(Step::Sql {
             sql: format!("ALTER TABLE {table} VALIDATE CONSTRAINT {}", ident(&check)),
         });
-        self.contract_late.push(Step::Sql {
-            sql: format!(
-                "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL; ALTER TABLE {table} DROP CONSTRAINT {}",
-                ident(final_name),
-                ident(&check)
-            ),
-        });
+        // In complete's switch, where a primary key or replica identity
+        // over the column needs it; the validated check spares the scan.
+        self.not_nulls.push((shape, physical.to_string(), check));
     }
 
     /// The extras a column asks for: a unique constraint (named

@@ -286,6 +286,20 @@ impl Planner<'_> {
                 }
             }
         }
+        for (s, physical, check) in &self.not_nulls {
+            let shape = &self.shapes[*s];
+            if shape.dropped {
+                continue;
+            }
+            let table = qualified(self.cx.schema, &shape.new_name);
+            if let Some((name, _)) = shape.new_cols.iter().find(|(_, p)| p == physical) {
+                switch.push(format!(
+                    "ALTER TABLE {table} ALTER COLUMN {} SET NOT NULL; ALTER TABLE {table} DROP CONSTRAINT {}",
+                    ident(name),
+                    ident(check)
+                ));
+            }
+        }
         switch.extend(self.contract_renamed.iter().cloned());
         if !switch.is_empty() {
             complete.push(Step::Sql {

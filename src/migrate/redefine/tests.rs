@@ -18,7 +18,10 @@ fn a_plain_index_gets_its_new_name_and_columns() {
             &renames
         )
         .unwrap(),
-        r#"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "_pgshift_dup_users_pkey" ON public.users USING btree ("_pgshift_new_id")"#
+        (
+            r#"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "_pgshift_dup_users_pkey" ON public.users USING btree ("_pgshift_new_id")"#.to_string(),
+            vec!["_pgshift_new_id".to_string()]
+        )
     );
 }
 
@@ -29,7 +32,7 @@ fn a_plain_index_gets_its_new_name_and_columns() {
 fn everything_but_the_columns_stays_as_printed() {
     let def = r#"CREATE INDEX "Odd idx" ON public.t USING btree (lower((text)::text) text_pattern_ops DESC NULLS LAST, "Amount", other) INCLUDE (id, note) WITH (fillfactor='70') WHERE (("Amount" > (0)::numeric) AND (text <> ''::text))"#;
     assert_eq!(
-        index(def, "_pgshift_dup_Odd idx", &renames).unwrap(),
+        index(def, "_pgshift_dup_Odd idx", &renames).unwrap().0,
         r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "_pgshift_dup_Odd idx" ON public.t USING btree (lower(("_pgshift_new_text")::text) text_pattern_ops DESC NULLS LAST, "_pgshift_new_Amount", other) INCLUDE ("_pgshift_new_id", note) WITH (fillfactor='70') WHERE (("_pgshift_new_Amount" > (0)::numeric) AND ("_pgshift_new_text" <> ''::text))"#
     );
 }
@@ -42,7 +45,8 @@ fn a_gist_index_with_an_operator_class() {
             "n",
             &renames
         )
-        .unwrap(),
+        .unwrap()
+        .0,
         r#"CREATE INDEX CONCURRENTLY IF NOT EXISTS "n" ON ONLY public.t USING gist ("_pgshift_new_id", r range_ops)"#
     );
 }

@@ -63,8 +63,7 @@ operations:
             ALTER TABLE "public"."users" VALIDATE CONSTRAINT "_pgshift_not_null_login"
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
               -- privileges of public_02_change
-            DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"(); ALTER TABLE "public"."users" RENAME COLUMN "_pgshift_new_login" TO "login"
-            ALTER TABLE "public"."users" ALTER COLUMN "login" SET NOT NULL; ALTER TABLE "public"."users" DROP CONSTRAINT "_pgshift_not_null_login"
+            DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"(); ALTER TABLE "public"."users" RENAME COLUMN "_pgshift_new_login" TO "login"; ALTER TABLE "public"."users" ALTER COLUMN "login" SET NOT NULL; ALTER TABLE "public"."users" DROP CONSTRAINT "_pgshift_not_null_login"
             -- rollback
             DROP SCHEMA IF EXISTS "public_02_change" CASCADE
             ALTER TABLE "public"."users" DROP CONSTRAINT IF EXISTS "_pgshift_not_null_login"

@@ -68,8 +68,7 @@ operations:
             ALTER TABLE "public"."users" VALIDATE CONSTRAINT "_pgshift_not_null_email"
             DROP SCHEMA IF EXISTS "public_01_base" CASCADE
               -- privileges of public_02_change, duplicates [("users", "email", "_pgshift_new_email")]
-            DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"(); ALTER TABLE "public"."users" DROP COLUMN IF EXISTS "email"; ALTER TABLE "public"."users" RENAME COLUMN "_pgshift_new_email" TO "email"
-            ALTER TABLE "public"."users" ALTER COLUMN "email" SET NOT NULL; ALTER TABLE "public"."users" DROP CONSTRAINT "_pgshift_not_null_email"
+            DROP TRIGGER IF EXISTS "_pgshift_02_change_users" ON "public"."users"; DROP FUNCTION IF EXISTS "pgshift"."_pgshift_02_change_users"(); ALTER TABLE "public"."users" DROP COLUMN IF EXISTS "email"; ALTER TABLE "public"."users" RENAME COLUMN "_pgshift_new_email" TO "email"; ALTER TABLE "public"."users" ALTER COLUMN "email" SET NOT NULL; ALTER TABLE "public"."users" DROP CONSTRAINT "_pgshift_not_null_email"
             -- rollback
             DROP SCHEMA IF EXISTS "public_02_change" CASCADE
             ALTER TABLE "public"."users" DROP CONSTRAINT IF EXISTS "_pgshift_not_null_email"

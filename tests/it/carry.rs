@@ -1,0 +1,376 @@
+//! Indexes and constraints follow a duplicated column (issue 14): an
+//! `integer` primary key that two tables reference becomes `bigint`,
+//! online, and ends with exactly the indexes, constraints, names, sequence
+//! ownership, comments and replica identity it had, while both versions
+//! write through the proxy.
+
+use std::time::Duration;
+
+use pgshift::migrate::engine::{Migrator, Settings};
+
+use crate::harness::{self, Env};
+use crate::migrate::{Lab, assert_same_catalog};
+
+/// Customers with a serial key, a unique email and a check over the key;
+/// orders and invoices referencing them (one deferrable), with a partial
+/// INCLUDE index, an expression index, a partial unique index and a
+/// replica-identity index over the referencing column.
+const SETUP: &str = "
+CREATE TABLE customers (
+  id serial PRIMARY KEY,
+  email text NOT NULL CONSTRAINT customers_email_key UNIQUE,
+  name text,
+  CONSTRAINT name_short CHECK (length(name) < 100 AND id > 0));
+COMMENT ON COLUMN customers.id IS 'customer number';
+CREATE TABLE orders (
+  id serial PRIMARY KEY,
+  customer_id integer NOT NULL REFERENCES customers (id) ON DELETE CASCADE,
+  amount integer NOT NULL CHECK (amount >= 0),
+  note text);
+CREATE INDEX orders_customer_idx ON orders (customer_id) INCLUDE (amount) WHERE amount > 0;
+CREATE INDEX orders_expr_idx ON orders ((customer_id + amount), lower(note) DESC);
+CREATE UNIQUE INDEX orders_customer_note_idx ON orders (customer_id, note) WHERE note LIKE 'unique%';
+CREATE UNIQUE INDEX orders_ident ON orders (id, customer_id);
+ALTER TABLE orders REPLICA IDENTITY USING INDEX orders_ident;
+CREATE TABLE invoices (
+  id bigserial PRIMARY KEY,
+  customer_id integer REFERENCES customers (id) DEFERRABLE INITIALLY DEFERRED,
+  total integer);
+INSERT INTO customers (email, name) SELECT 'c' || g || '@x', 'c' || g FROM generate_series(1, 3000) g;
+INSERT INTO orders (customer_id, amount, note) SELECT g % 3000 + 1, g % 7, 'seed' FROM generate_series(1, 6000) g;
+INSERT INTO invoices (customer_id, total) SELECT g % 3000 + 1, g FROM generate_series(1, 1500) g;
+";
+
+const BIGINT: &str = r#"{"name": "02_bigint", "operations": [
+  {"alter_column": {"table": "customers", "column": "id", "type": "bigint", "up": "id", "down": "id"}},
+  {"alter_column": {"table": "orders", "column": "customer_id", "type": "bigint",
+     "up": "customer_id", "down": "customer_id"}},
+  {"alter_column": {"table": "invoices", "column": "customer_id", "type": "bigint",
+     "up": "customer_id", "down": "customer_id"}}
+]}"#;
+
+/// Every index and constraint of the three tables, with its definition
+/// and whether it is valid: what a migration that changes only types must
+/// leave exactly as it was.
+const SHAPE: &str = "
+SELECT 'constraint ' || conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+       || CASE WHEN convalidated THEN '' ELSE ' (not validated)' END
+FROM pg_constraint WHERE conrelid IN ('customers'::regclass, 'orders'::regclass, 'invoices'::regclass)
+UNION ALL
+SELECT 'index ' || indexrelid::regclass || ' ' || pg_get_indexdef(indexrelid)
+       || CASE WHEN indisvalid THEN '' ELSE ' (invalid)' END
+       || CASE WHEN indisreplident THEN ' (replica identity)' ELSE '' END
+FROM pg_index WHERE indrelid IN ('customers'::regclass, 'orders'::regclass, 'invoices'::regclass)
+ORDER BY 1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_index_and_constraint_follows_a_key_to_bigint() {
+    let lab = Lab::new(SETUP).await;
+    let admin = lab.admin().await;
+    let shape_before = harness::texts(&admin, SHAPE).await;
+    let file = lab.file("02_bigint.json", BIGINT);
+
+    // Rollback leaves the catalog exactly as it was.
+    let before = lab.snapshot().await;
+    lab.start(&file).await;
+    lab.rollback().await;
+    assert_same_catalog(&before, &lab.snapshot().await);
+
+    lab.start(&file).await;
+    let old = lab.client(None, "baseline").await;
+    let new = lab.client(Some("02_bigint"), "baseline").await;
+    // Both versions write customers and the orders that reference them.
+    for (client, tag) in [(&old, "old"), (&new, "new")] {
+        let id: i64 = client
+            .query_one(
+                &format!("INSERT INTO customers (email) VALUES ('{tag}@x') RETURNING id::bigint"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .batch_execute(&format!(
+                "INSERT INTO orders (customer_id, amount, note) VALUES ({id}, 3, '{tag}');
+                 INSERT INTO invoices (customer_id, total) VALUES ({id}, 9)"
+            ))
+            .await
+            .unwrap();
+    }
+    // The carried foreign keys hold for both versions' writes.
+    for client in [&old, &new] {
+        let e = client
+            .batch_execute("INSERT INTO orders (customer_id, amount) VALUES (999999, 1)")
+            .await
+            .unwrap_err();
+        assert_eq!(harness::sqlstate(&e), "23503", "{e}");
+        let e = client
+            .batch_execute("INSERT INTO customers (email) VALUES ('c1@x')")
+            .await
+            .unwrap_err();
+        assert_eq!(harness::sqlstate(&e), "23505", "{e}");
+    }
+    // The new version's key is bigint already.
+    let type_: String = new
+        .query_one(
+            "SELECT pg_typeof(id)::text FROM customers WHERE email = 'new@x'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(type_, "bigint");
+    drop((old, new));
+    lab.complete().await;
+
+    // The same indexes and constraints, by name and definition, all valid.
+    assert_eq!(harness::texts(&admin, SHAPE).await, shape_before);
+    let types = harness::texts(
+        &admin,
+        "SELECT attrelid::regclass || '.' || attname || ' ' || format_type(atttypid, atttypmod)
+         FROM pg_attribute WHERE attname IN ('id', 'customer_id') AND attnum > 0
+           AND attrelid IN ('customers'::regclass, 'orders'::regclass, 'invoices'::regclass)
+         ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        types,
+        [
+            "customers.id bigint",
+            "invoices.customer_id bigint",
+            "invoices.id bigint",
+            "orders.customer_id bigint",
+            "orders.id integer",
+        ]
+    );
+    // The sequence is still the key's, widened; the comment stayed.
+    let row = admin
+        .query_one(
+            "SELECT pg_get_serial_sequence('customers', 'id'),
+                    (SELECT format_type(seqtypid, NULL) FROM pg_sequence
+                     WHERE seqrelid = 'customers_id_seq'::regclass),
+                    col_description('customers'::regclass,
+                        (SELECT attnum FROM pg_attribute WHERE attrelid = 'customers'::regclass AND attname = 'id'))",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("public.customers_id_seq")
+    );
+    assert_eq!(row.get::<_, String>(1), "bigint");
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("customer number")
+    );
+    // New keys go on from the sequence, past 2^31 too, and the foreign keys act.
+    admin
+        .batch_execute(
+            "SELECT setval('customers_id_seq', 3000000000);
+             INSERT INTO customers (email) VALUES ('big@x');
+             INSERT INTO orders (customer_id, amount) SELECT id, 1 FROM customers WHERE email = 'big@x'",
+        )
+        .await
+        .unwrap();
+    let big: i64 = admin
+        .query_one("SELECT id FROM customers WHERE email = 'big@x'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(big, 3_000_000_001);
+    admin
+        .batch_execute(
+            "DELETE FROM invoices WHERE customer_id = 1; DELETE FROM customers WHERE id = 1",
+        )
+        .await
+        .unwrap();
+    let orphans: i64 = admin
+        .query_one("SELECT count(*) FROM orders WHERE customer_id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0, "ON DELETE CASCADE came along");
+    // No temporary name is left.
+    let leftovers = harness::texts(
+        &admin,
+        "SELECT relname FROM pg_class WHERE relname LIKE '\\_pgshift%'
+         UNION ALL SELECT conname FROM pg_constraint WHERE conname LIKE '\\_pgshift%'
+         UNION ALL SELECT attrelid::regclass || '.' || attname FROM pg_attribute
+                   WHERE attname LIKE '\\_pgshift%' AND NOT attisdropped",
+    )
+    .await;
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// What cannot follow a duplicate is refused at start, naming it, with
+/// nothing changed: an exclusion constraint and an identity column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_cannot_be_carried_is_refused_by_name() {
+    let lab = Lab::new(
+        "CREATE EXTENSION IF NOT EXISTS btree_gist;
+         CREATE TABLE rooms (id int GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, slot int4range,
+           room int, EXCLUDE USING gist (room WITH =, slot WITH &&));",
+    )
+    .await;
+    let before = lab.snapshot().await;
+    for (column, expected) in [
+        ("room", "exclusion constraint \"rooms_room_slot_excl\""),
+        ("id", "column \"id\" is an identity column"),
+    ] {
+        let file = lab.file(
+            &format!("02_{column}.json"),
+            &format!(
+                r#"{{"operations": [{{"alter_column": {{"table": "rooms", "column": "{column}",
+                    "type": "bigint", "up": "{column}", "down": "{column}"}}}}]}}"#
+            ),
+        );
+        let e = lab
+            .migrator()
+            .await
+            .start(&file)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected), "{e}");
+        assert!(e.contains("/operations/0/alter_column"), "{e}");
+    }
+    assert_same_catalog(&before, &lab.snapshot().await);
+}
+
+const OLD_SCRIPT: &str = "BEGIN;
+INSERT INTO customers (email) VALUES ('old-' || md5(random()::text)) RETURNING id \\gset
+INSERT INTO orders (customer_id, amount, note) VALUES (:id, 1, 'old');
+\\set c random(1, 3000)
+INSERT INTO invoices (customer_id, total) VALUES (:c, 1);
+UPDATE customers SET name = 'touched' WHERE id = :c;
+COMMIT;
+";
+
+fn new_script(tag: &str) -> String {
+    OLD_SCRIPT.replace("old", tag)
+}
+
+/// How many transactions pgbench reports it processed.
+fn processed(out: &str) -> i64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.split('/').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count in {out}"))
+}
+
+/// The issue's figure: `integer` → `bigint` on a primary key referenced by
+/// two tables, under pgbench load through the proxy, with both versions
+/// writing, ends with zero client errors, a ledger in which every
+/// reported transaction's rows are there once, and validated foreign keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referenced_key_becomes_bigint_under_pgbench_load() {
+    let env = Env::start().await;
+    let admin = env.direct().await;
+    admin.batch_execute(SETUP).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("02_bigint.json");
+    std::fs::write(&file, BIGINT).unwrap();
+    let mut m = Migrator::connect(Settings {
+        batch_size: 200,
+        ..Settings::new(env.direct_url())
+    })
+    .await
+    .unwrap();
+
+    // The old version writes from before start until after it.
+    let old = harness::pgbench_as(&env, "old", None, OLD_SCRIPT, 6, dir.path(), &[]);
+    let operator = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        m.start(&file).await.unwrap();
+        // The new version writes while the old one still does...
+        let new = harness::pgbench_as(
+            &env,
+            "new",
+            Some("02_bigint"),
+            &new_script("new"),
+            3,
+            dir.path(),
+            &[],
+        )
+        .await;
+        // ...and through complete, once the old version's sessions are gone.
+        let script = new_script("during");
+        let during = harness::pgbench_as(
+            &env,
+            "during",
+            Some("02_bigint"),
+            &script,
+            4,
+            dir.path(),
+            &[],
+        );
+        let complete = async {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            crate::bluegreen::finish_when_drained(&mut m, true).await;
+        };
+        let (during, ()) = tokio::join!(during, complete);
+        (new, during)
+    };
+    let (old, (new, during)) = tokio::join!(old, operator);
+    for (name, (ok, out)) in [("old", &old), ("new", &new), ("during", &during)] {
+        assert!(ok, "{name} pgbench failed:\n{out}");
+        assert!(
+            out.contains("number of failed transactions: 0"),
+            "{name}: {out}"
+        );
+    }
+    // The ledger: each reported transaction left one order and one invoice.
+    for (tag, (_, out)) in [("old", &old), ("new", &new), ("during", &during)] {
+        let n = processed(out);
+        assert!(n > 0, "{tag} did no work");
+        let orders: i64 = admin
+            .query_one("SELECT count(*) FROM orders WHERE note = $1", &[&tag])
+            .await
+            .unwrap()
+            .get(0);
+        let customers: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM customers WHERE email LIKE $1 || '-%'",
+                &[&tag],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!((orders, customers), (n, n), "{tag}: {out}");
+    }
+    let invoices: i64 = admin
+        .query_one("SELECT count(*) FROM invoices", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        invoices,
+        1500 + processed(&old.1) + processed(&new.1) + processed(&during.1)
+    );
+    // Every foreign key is there, validated, over bigint columns, and holds.
+    let fks = harness::texts(
+        &admin,
+        "SELECT conrelid::regclass || ' ' || conname || ' ' || convalidated
+         FROM pg_constraint WHERE contype = 'f' AND connamespace = 'public'::regnamespace ORDER BY 1",
+    )
+    .await;
+    assert_eq!(
+        fks,
+        [
+            "invoices invoices_customer_id_fkey true",
+            "orders orders_customer_id_fkey true",
+        ]
+    );
+    let broken: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM orders o LEFT JOIN customers c ON c.id = o.customer_id WHERE c.id IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(broken, 0);
+    m.close().await.unwrap();
+}
