@@ -59,7 +59,7 @@ impl Planner<'_> {
         if renames.is_empty() {
             return;
         }
-        let mut carried: BTreeSet<String> = BTreeSet::new();
+        let mut judged: BTreeSet<String> = BTreeSet::new();
         let tables = self.cx.tables;
         for (table, info) in tables {
             let shape = self
@@ -79,12 +79,12 @@ impl Planner<'_> {
                 if dropping.contains(&c.name) {
                     continue;
                 }
-                if self.carry(&site, c, &renames) {
-                    carried.insert(c.name.clone());
-                }
+                // Carried, or refused with a problem of its own.
+                self.carry(&site, c, &renames);
+                judged.insert(c.name.clone());
             }
         }
-        self.uncarried(&carried);
+        self.uncarried(&judged);
     }
 
     /// Where `c` lives, if it covers a duplicated column (of its own table
@@ -137,8 +137,8 @@ impl Planner<'_> {
         })
     }
 
-    /// Plans the rebuild of `c` at `site`; false (with a problem) when it
-    /// cannot be rebuilt.
+    /// Plans the rebuild of `c` at `site`, or reports why it cannot be
+    /// rebuilt; true when it is.
     fn carry(&mut self, site: &Site, c: &Covering, renames: &Renames) -> bool {
         let local = |col: &str| site.local.and_then(|m| m.get(col)).cloned();
         let temp = names::carried(&c.name);
@@ -352,9 +352,10 @@ impl Planner<'_> {
             .map(|(n, _)| n.clone())
     }
 
-    /// Reports what covers a duplicated column and was neither carried over
-    /// nor dropped by an operation: it would go with the old column.
-    fn uncarried(&mut self, carried: &BTreeSet<String>) {
+    /// Reports what covers a duplicated column and was neither judged by
+    /// [`Planner::carry`] nor dropped by an operation: it would go with the
+    /// old column.
+    fn uncarried(&mut self, judged: &BTreeSet<String>) {
         let mut problems = Vec::new();
         for shape in self.shapes.iter().filter(|s| !s.dropped) {
             let Some(info) = shape.old_name.as_ref().and_then(|n| self.cx.tables.get(n)) else {
@@ -362,7 +363,7 @@ impl Planner<'_> {
             };
             for (original, duplicate) in &shape.duplicates {
                 for name in info.dependents.get(original).into_iter().flatten() {
-                    if !carried.contains(name) && !shape.dropping.contains(name) {
+                    if !judged.contains(name) && !shape.dropping.contains(name) {
                         problems.push((
                             shape.origins.get(duplicate).cloned().unwrap_or_default(),
                             format!(

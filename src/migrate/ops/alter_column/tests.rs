@@ -180,3 +180,23 @@ operations:
         -- verify orders._pgshift_new_user_id: SELECT count(*) FROM "public"."orders" WHERE "_pgshift_new_user_id" IS NULL AND (user_id) IS NOT NULL
     "#]].assert_eq(&(outside_triggers.join("\n") + "\n"));
 }
+
+/// Dropping a key that another table's foreign key needs is refused,
+/// naming the foreign key: its duplicate would have no unique key to
+/// reference.
+#[test]
+fn a_referenced_key_cannot_be_dropped_under_its_foreign_key() {
+    check_problems(
+        r#"
+operations:
+  - drop_constraint:
+      table: users
+      name: users_pkey
+      up: id
+      down: id
+"#,
+        expect![[r#"
+            /operations/0/drop_constraint: foreign key "orders_user_id_fkey" of table "orders" references columns of "users" that this migration duplicates without their unique key; drop the foreign key first
+        "#]],
+    );
+}
