@@ -457,8 +457,12 @@ pub struct RenameColumn {
 pub struct AlterColumn {
     pub table: String,
     pub column: String,
-    pub up: String,
-    pub down: String,
+    /// The column's new name, as `rename_column` would give it.
+    pub name: Option<String>,
+    /// Absent: a plain copy of the column (pgroll's default).
+    pub up: Option<String>,
+    /// Absent: a plain copy of the column (pgroll's default).
+    pub down: Option<String>,
     #[serde(rename = "type")]
     pub type_: Option<String>,
     pub nullable: Option<bool>,
@@ -471,6 +475,39 @@ pub struct AlterColumn {
     pub unique: Option<UniqueName>,
     pub check: Option<CheckConstraint>,
     pub references: Option<ForeignKeyReference>,
+}
+
+impl AlterColumn {
+    /// The column's name in the new version.
+    pub fn new_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.column)
+    }
+
+    /// `up`, or a plain copy of the old column when the file has none.
+    pub fn up_or_copy(&self) -> String {
+        self.up
+            .clone()
+            .unwrap_or_else(|| crate::quote::ident(&self.column))
+    }
+
+    /// `down`, or a plain copy of the new column when the file has none.
+    pub fn down_or_copy(&self) -> String {
+        self.down
+            .clone()
+            .unwrap_or_else(|| crate::quote::ident(self.new_name()))
+    }
+
+    /// True when the operation only renames the column: no duplicate.
+    pub fn only_renames(&self) -> bool {
+        self.name.is_some()
+            && self.type_.is_none()
+            && self.nullable.is_none()
+            && self.default.is_none()
+            && self.comment.is_none()
+            && self.unique.is_none()
+            && self.check.is_none()
+            && self.references.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -615,6 +652,8 @@ pub struct SetReplicaIdentity {
 pub struct ReplicaIdentity {
     #[serde(rename = "type")]
     pub kind: String,
+    /// Needed for type `index` only.
+    #[serde(default)]
     pub index: String,
 }
 

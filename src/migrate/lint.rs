@@ -196,8 +196,12 @@ pub fn lint_migration(m: &Migration) -> Vec<Finding> {
                 }
             }
             Operation::AlterColumn(a) => {
-                out.extend(lint_expression(&a.up, &at("up")));
-                out.extend(lint_expression(&a.down, &at("down")));
+                if let Some(up) = &a.up {
+                    out.extend(lint_expression(up, &at("up")));
+                }
+                if let Some(down) = &a.down {
+                    out.extend(lint_expression(down, &at("down")));
+                }
             }
             Operation::CreateConstraint(c) => {
                 for (column, e) in &c.up {

@@ -222,6 +222,13 @@ pub(in crate::migrate) struct Shape {
     pub(in crate::migrate) dropping: BTreeSet<String>,
     /// Duplicate (physical) → the JSON path of the operation that made it.
     pub(in crate::migrate) origins: BTreeMap<String, String>,
+    /// A created table's columns that own a sequence (serial, identity):
+    /// (physical column, its name when the sequence was made). Complete
+    /// gives each sequence the name Postgres gives the final table's.
+    pub(in crate::migrate) sequences: Vec<(String, String)>,
+    /// Constraints earlier operations of this migration add to the table,
+    /// which a later `rename_constraint` may name.
+    pub(in crate::migrate) added_constraints: BTreeSet<String>,
 }
 
 pub(in crate::migrate) struct Planner<'a> {
@@ -355,6 +362,8 @@ impl<'a> Planner<'a> {
                     new_indexes: BTreeMap::new(),
                     dropping: BTreeSet::new(),
                     origins: BTreeMap::new(),
+                    added_constraints: BTreeSet::new(),
+                    sequences: Vec::new(),
                 });
                 Some(self.shapes.len() - 1)
             }

@@ -11,6 +11,9 @@ use crate::quote::ident;
 impl Planner<'_> {
     pub(super) fn add_column(&mut self, at: &str, a: &format::AddColumn) {
         let (table, col, up) = (a.table.as_str(), &a.column, a.up.as_deref());
+        if let Some(s) = self.created_shape(table) {
+            return self.add_column_created(at, s, a);
+        }
         let Some(s) = self.existing_shape(at, table, "add_column") else {
             return;
         };

@@ -118,6 +118,9 @@ impl Planner<'_> {
     ) {
         let table = self.table_q(&self.shapes[shape].physical.clone());
         let final_table = self.table_q(&self.shapes[shape].new_name.clone());
+        let added = &mut self.shapes[shape].added_constraints;
+        added.extend(col.references.as_ref().map(|fk| fk.name.clone()));
+        added.extend(col.check.as_ref().map(|c| c.name.clone()));
         if col.unique == Some(true) {
             let index = match unique_name {
                 Some(name) => name.to_string(),
@@ -135,6 +138,7 @@ impl Planner<'_> {
                 ),
                 invalid_index: Some(index.clone()),
             });
+            self.shapes[shape].added_constraints.insert(index.clone());
             self.contract_late.push(Step::Sql {
                 sql: format!(
                     "ALTER TABLE {final_table} ADD CONSTRAINT {} UNIQUE USING INDEX {}",

@@ -23,6 +23,9 @@ struct Duplicates {
 
 impl Planner<'_> {
     pub(super) fn create_constraint(&mut self, at: &str, c: &format::CreateConstraint) {
+        if let Some(s) = self.created_shape(&c.table) {
+            return self.create_constraint_created(at, s, c);
+        }
         let Some(s) = self.existing_shape(at, &c.table, "create_constraint") else {
             return;
         };
@@ -38,6 +41,7 @@ impl Planner<'_> {
             self.problem(at, format!("table {:?} has a primary key already", c.table));
             return;
         }
+        self.shapes[s].added_constraints.insert(c.name.clone());
         let mut renamed = BTreeMap::new();
         for col in &c.columns {
             let fallback = ident(col);

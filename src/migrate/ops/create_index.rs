@@ -71,6 +71,14 @@ impl Planner<'_> {
         if let Some(predicate) = &c.predicate {
             sql.push_str(&format!(" WHERE {predicate}"));
         }
+        if self.shapes[s].old_name.is_none() {
+            // A table this migration creates is empty and seen by no one
+            // yet: a plain build, in the order the operations are written.
+            self.expand.push(Step::Sql {
+                sql: sql.replacen(" CONCURRENTLY IF NOT EXISTS", "", 1),
+            });
+            return;
+        }
         self.concurrent.push(Step::Concurrent {
             sql,
             invalid_index: Some(c.name.clone()),

@@ -67,17 +67,6 @@ impl Planner<'_> {
             .push(format!("ALTER TABLE {table} RENAME TO {}", ident(&t.name)));
         // Serial and identity sequences were named after the temporary
         // table; they take the names Postgres gives the final one.
-        let final_table = self.table_q(&t.name);
-        for col in t.columns.iter().filter(|c| owns_sequence(c)) {
-            let final_seq = names::postgres_object_name(&t.name, Some(&col.name), "seq");
-            self.contract.push(format!(
-                "DO $pgshift$ DECLARE s text := pg_get_serial_sequence({}, {}); BEGIN \
-                 IF s IS NOT NULL THEN EXECUTE format('ALTER SEQUENCE %s RENAME TO %I', s, {}); END IF; END $pgshift$",
-                literal(&final_table),
-                literal(&col.name),
-                literal(&final_seq)
-            ));
-        }
         self.shapes.push(Shape {
             physical,
             old_name: None,
@@ -98,6 +87,13 @@ impl Planner<'_> {
             new_indexes: Default::default(),
             dropping: Default::default(),
             origins: Default::default(),
+            added_constraints: Default::default(),
+            sequences: t
+                .columns
+                .iter()
+                .filter(|c| owns_sequence(c))
+                .map(|c| (c.name.clone(), c.name.clone()))
+                .collect(),
         });
     }
 
@@ -105,7 +101,7 @@ impl Planner<'_> {
     /// type, generated or identity, default, NOT NULL, UNIQUE (named as
     /// Postgres names it for the final table), check and foreign key. A
     /// primary key is the table's constraint, not the column's.
-    fn column_definition(&self, table: &str, col: &format::Column) -> String {
+    pub(super) fn column_definition(&self, table: &str, col: &format::Column) -> String {
         let mut d = format!("{} {}", ident(&col.name), col.type_);
         if let Some(generated) = &col.generated {
             if let Some(expr) = &generated.expression {
@@ -161,7 +157,7 @@ impl Planner<'_> {
 }
 
 /// Whether `col` owns a sequence: a serial type or an identity.
-fn owns_sequence(col: &format::Column) -> bool {
+pub(super) fn owns_sequence(col: &format::Column) -> bool {
     let type_ = col.type_.trim().to_ascii_lowercase();
     matches!(
         type_.as_str(),

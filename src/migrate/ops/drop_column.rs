@@ -8,6 +8,9 @@ use crate::quote::ident;
 impl Planner<'_> {
     pub(super) fn drop_column(&mut self, at: &str, d: &format::DropColumn) {
         let (table, column, down) = (d.table.as_str(), d.column.as_str(), d.down.as_deref());
+        if let Some(s) = self.created_shape(table) {
+            return self.drop_column_created(at, s, d);
+        }
         let Some(s) = self.existing_shape(at, table, "drop_column") else {
             return;
         };

@@ -7,6 +7,7 @@ mod add_column;
 mod alter_column;
 mod carry;
 mod common;
+mod created;
 mod create_constraint;
 mod create_index;
 mod create_table;

@@ -301,6 +301,22 @@ impl Planner<'_> {
             }
         }
         switch.extend(self.contract_renamed.iter().cloned());
+        // Serial and identity sequences of created tables were named after
+        // the temporary table; they take the names Postgres gives the
+        // final one's (`<table>_<column>_seq`, the column as created).
+        for shape in self.shapes.iter().filter(|s| !s.dropped && s.old_name.is_none()) {
+            let table = qualified(self.cx.schema, &shape.new_name);
+            for (column, as_created) in &shape.sequences {
+                let seq = names::postgres_object_name(&shape.new_name, Some(as_created), "seq");
+                switch.push(format!(
+                    "DO $pgshift$ DECLARE s text := pg_get_serial_sequence({}, {}); BEGIN \
+                     IF s IS NOT NULL THEN EXECUTE format('ALTER SEQUENCE %s RENAME TO %I', s, {}); END IF; END $pgshift$",
+                    literal(&table),
+                    literal(column),
+                    literal(&seq)
+                ));
+            }
+        }
         if !switch.is_empty() {
             complete.push(Step::Sql {
                 sql: switch.join("; "),

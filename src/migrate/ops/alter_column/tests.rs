@@ -200,3 +200,59 @@ operations:
         "#]],
     );
 }
+
+/// pgroll's `name` renames the column with the change, and `up`/`down`
+/// are plain copies when the file has none; the check, written over the
+/// old name, holds over the new one.
+#[test]
+fn a_rename_with_a_change_and_copies_for_up_and_down() {
+    let plan = render(
+        &plan(
+            r#"
+operations:
+  - alter_column:
+      table: orders
+      column: status
+      name: state
+      default: "'open'"
+      check: {name: state_known, constraint: "status IN ('open', 'new', 'paid')"}
+"#,
+        )
+        .expect("plans"),
+    );
+    let lines: Vec<&str> = plan
+        .lines()
+        .filter(|l| {
+            l.contains("state_known")
+                || l.contains("CREATE VIEW \"public_02_change\"")
+                || l.contains("agreement")
+        })
+        .collect();
+    expect![[r#"
+        [
+            "CREATE SCHEMA \"public_02_change\"; CREATE VIEW \"public_02_change\".\"orders\" WITH (security_invoker = true) AS SELECT \"id\", \"user_id\", \"amount\", \"_pgshift_new_status\" AS \"state\" FROM \"public\".\"orders\"",
+            "ALTER TABLE \"public\".\"orders\" ADD CONSTRAINT \"state_known\" CHECK (\"state\" IN ('open', 'new', 'paid')) NOT VALID",
+            "ALTER TABLE \"public\".\"orders\" VALIDATE CONSTRAINT \"state_known\"",
+            "-- agreement orders.status <-> _pgshift_new_status: up Some(\"\\\"status\\\"\"), down Some(\"\\\"state\\\"\")",
+        ]
+    "#]].assert_debug_eq(&lines);
+}
+
+/// `name` alone is `rename_column`: no duplicate.
+#[test]
+fn a_rename_alone_duplicates_nothing() {
+    let plan = render(
+        &plan(
+            r#"
+operations:
+  - alter_column: {table: orders, column: status, name: state}
+"#,
+        )
+        .expect("plans"),
+    );
+    assert!(!plan.contains("_pgshift_new_"), "{plan}");
+    assert!(
+        plan.contains(r#"ALTER TABLE "public"."orders" RENAME COLUMN "status" TO "state""#),
+        "{plan}"
+    );
+}

@@ -1,6 +1,6 @@
 use expect_test::expect;
 
-use crate::migrate::ops::testkit::{check, check_problems};
+use crate::migrate::ops::testkit::{check, check_problems, plan, render};
 
 #[test]
 fn created_under_a_temporary_name_and_renamed_at_complete() {
@@ -53,4 +53,73 @@ operations:
             /operations/0/create_table: table "users" already exists
         "#]],
     );
+}
+
+/// Operations on the table the same migration creates run in the order
+/// written, as plain DDL on its temporary table before any view shows it:
+/// a column added (a serial, whose sequence takes the final table's
+/// name), one altered (renamed, retyped, made unique), a constraint, an
+/// index and a rename of that constraint.
+#[test]
+fn later_operations_on_a_created_table() {
+    let plan = plan(
+        r#"
+operations:
+  - create_table:
+      name: gadgets
+      columns:
+        - {name: id, type: integer, pk: true}
+        - {name: label, type: text}
+  - add_column:
+      table: gadgets
+      column: {name: serial_no, type: serial}
+  - alter_column:
+      table: gadgets
+      column: label
+      name: title
+      type: varchar(100)
+      unique: {name: gadgets_title_unique}
+      check: {name: title_long, constraint: "length(label) > 2"}
+  - create_constraint:
+      table: gadgets
+      name: serial_positive
+      type: check
+      columns: [serial_no]
+      check: "serial_no > 0"
+      up: {serial_no: serial_no}
+      down: {serial_no: serial_no}
+  - create_index:
+      table: gadgets
+      name: gadgets_title_idx
+      columns: [title]
+  - rename_constraint:
+      table: gadgets
+      from: title_long
+      to: title_length
+  - drop_column:
+      table: gadgets
+      column: serial_no
+"#,
+    )
+    .expect("plans");
+    let text = render(&plan);
+    let start: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-- start"))
+        .take_while(|l| !l.starts_with("-- complete"))
+        .collect();
+    expect![[r#"
+        -- start
+        CREATE SCHEMA IF NOT EXISTS "public_01_base"
+          -- privileges of public_01_base
+        CREATE TABLE "public"."_pgshift_new_gadgets" ("id" integer, "label" text, CONSTRAINT "gadgets_pkey" PRIMARY KEY ("id"))
+        ALTER TABLE "public"."_pgshift_new_gadgets" ADD COLUMN "serial_no" serial
+        ALTER TABLE "public"."_pgshift_new_gadgets" RENAME COLUMN "label" TO "title"; ALTER TABLE "public"."_pgshift_new_gadgets" ALTER COLUMN "title" TYPE varchar(100) USING ("title")::varchar(100); ALTER TABLE "public"."_pgshift_new_gadgets" ADD CONSTRAINT "gadgets_title_unique" UNIQUE ("title"); ALTER TABLE "public"."_pgshift_new_gadgets" ADD CONSTRAINT "title_long" CHECK (length("title") > 2)
+        ALTER TABLE "public"."_pgshift_new_gadgets" ADD CONSTRAINT "serial_positive" CHECK (serial_no > 0)
+        CREATE INDEX "gadgets_title_idx" ON "public"."_pgshift_new_gadgets" USING btree ("title")
+        ALTER TABLE "public"."_pgshift_new_gadgets" RENAME CONSTRAINT "title_long" TO "title_length"
+        ALTER TABLE "public"."_pgshift_new_gadgets" DROP COLUMN "serial_no"
+        CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."gadgets" WITH (security_invoker = true) AS SELECT "id", "title" FROM "public"."_pgshift_new_gadgets"
+          -- privileges of public_02_change, created ["_pgshift_new_gadgets"]
+    "#]].assert_eq(&(start.join("\n") + "\n"));
 }
