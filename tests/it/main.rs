@@ -19,6 +19,7 @@ mod large;
 mod limits;
 mod migrate;
 mod moves;
+mod parity;
 mod pace;
 mod production;
 mod protocol;
