@@ -3,7 +3,7 @@
 
 use super::config::{migrate_database_url, resolve_migrate};
 use super::{Command, DbArgs, Latest, render};
-use crate::migrate::engine::{Check, Migrator, Pinned, Settings};
+use crate::migrate::engine::{Check, FileFormat, Migrator, Pinned, Settings};
 use crate::migrate::format;
 use crate::migrate::lint::{self, Finding, Level};
 
@@ -91,12 +91,51 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
                 print!("{}", render::status(&status));
             }
         }
-        Command::Migrate { dir, db } => {
-            let applied = db.connect().await?.migrate(&dir).await?;
+        Command::Migrate {
+            dir,
+            complete,
+            expect_one,
+            db,
+        } => {
+            let mut m = db.connect().await?;
+            let applied = m.migrate(&dir, complete, expect_one).await?;
+            m.close().await?;
+            if applied.is_empty() {
+                println!("no migration of {} is pending", dir.display());
+            }
+            for a in applied {
+                if a.completed {
+                    println!("{}: completed", a.version);
+                } else {
+                    println!(
+                        "{}: started and left active; run `pgshift complete` once the old version's clients are gone",
+                        a.version
+                    );
+                }
+            }
+        }
+        Command::Pull { dir, json, db } => {
+            let m = db.connect().await?;
+            let written = m.pull(&dir, file_format(json)).await?;
+            m.close().await?;
+            println!("wrote {} file(s) to {}", written.len(), dir.display());
+            for path in written {
+                println!("  {}", path.display());
+            }
+        }
+        Command::Baseline {
+            version,
+            dir,
+            json,
+            yes: _,
+            db,
+        } => {
+            let mut m = db.connect().await?;
+            let path = m.baseline(&version, &dir, file_format(json)).await?;
+            m.close().await?;
             println!(
-                "applied {} migration(s): {}",
-                applied.len(),
-                applied.join(", ")
+                "{version} is the current version; its schema is in {}",
+                path.display()
             );
         }
         Command::Pin { route, version, db } => {
@@ -231,4 +270,13 @@ fn latest_url(url: &str, version: &str, version_schema: &str, schema: &str) -> S
         .replace('+', "%20");
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}options={encoded}")
+}
+
+/// The format `pull` and `baseline` write: YAML, as pgroll's, or JSON.
+fn file_format(json: bool) -> FileFormat {
+    if json {
+        FileFormat::Json
+    } else {
+        FileFormat::Yaml
+    }
 }

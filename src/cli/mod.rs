@@ -76,9 +76,42 @@ pub enum Command {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Apply, in name order, every migration file in DIR not yet completed
+    /// Apply, in name order, every migration file in DIR not yet
+    /// completed: each is started and completed, except the last, which is
+    /// left active (as pgroll's migrate) unless --complete
     Migrate {
         dir: PathBuf,
+        /// Complete the last migration too
+        #[arg(long)]
+        complete: bool,
+        /// Fail, changing nothing, unless exactly one migration is pending
+        #[arg(long)]
+        expect_one: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Write the migration history (completed and active migrations) that
+    /// DIR lacks to DIR, one file per version, as pgroll's pull
+    Pull {
+        dir: PathBuf,
+        /// Write JSON instead of YAML
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Adopt the schema as it is as version VERSION: write DIR/VERSION.yaml
+    /// (one sql operation with the schema's DDL from pg_dump) and record it
+    /// as completed without running it, as pgroll's baseline
+    Baseline {
+        version: String,
+        dir: PathBuf,
+        /// Write JSON instead of YAML
+        #[arg(long)]
+        json: bool,
+        /// Accepted for pgroll's scripts; pgshift does not prompt
+        #[arg(long)]
+        yes: bool,
         #[command(flatten)]
         db: DbArgs,
     },

@@ -28,6 +28,9 @@ use crate::state::{self, Action, Phase, StateError};
 pub use super::settings::{BATCH_DELAY, BATCH_TIME, Check, Pinned, Settings};
 
 mod fences;
+mod history;
+
+pub use history::{Applied, FileFormat};
 
 /// One migration command's connection, holding the schema's migration
 /// lock, and a second one that watches what blocks its steps.
@@ -519,37 +522,10 @@ impl Migrator {
         let pins = state::versions::pins(&self.client, self.schema()).await?;
         Ok(pins.into_iter().collect())
     }
-
-    /// Applies every migration file in `dir` not yet completed, in name
-    /// order, completing each. Returns the versions applied.
-    pub async fn migrate(&mut self, dir: &Path) -> Result<Vec<String>, MigrateError> {
-        let completed: BTreeSet<String> = migrations::history(&self.client, self.schema())
-            .await?
-            .into_iter()
-            .filter(|r| r.phase == Phase::Completed)
-            .map(|r| r.version)
-            .collect();
-        let mut applied = Vec::new();
-        for file in migration_files(dir)? {
-            let migration = format::load(&file)?;
-            if completed.contains(&migration.name) {
-                continue;
-            }
-            let completing = migrations::active(&self.client, self.schema())
-                .await?
-                .is_some_and(|a| a.version == migration.name && a.phase == Phase::Completing);
-            if !completing {
-                self.start(&file).await?;
-            }
-            self.complete(Pinned::Refuse).await?;
-            applied.push(migration.name);
-        }
-        Ok(applied)
-    }
 }
 
 /// The migration files (`.json`, `.yaml`, `.yml`) in `dir`, in name order.
-fn migration_files(dir: &Path) -> Result<Vec<PathBuf>, MigrateError> {
+pub(super) fn migration_files(dir: &Path) -> Result<Vec<PathBuf>, MigrateError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|source| MigrateError::Io {
             path: dir.to_path_buf(),

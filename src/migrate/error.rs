@@ -116,6 +116,16 @@ pub enum MigrateError {
     },
     #[error("database error: {}", db_message(.0))]
     Db(#[from] tokio_postgres::Error),
+    #[error(
+        "--expect-one: {} migration(s) of {dir} are pending ({}), not exactly one",
+        pending.len(),
+        if pending.is_empty() { "none".to_string() } else { pending.join(", ") }
+    )]
+    ExpectedOne { dir: PathBuf, pending: Vec<String> },
+    #[error(
+        "baseline needs pg_dump (the PostgreSQL client; `apt-get install -y postgresql-client`, or PATH): {reason}"
+    )]
+    Baseline { reason: String },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

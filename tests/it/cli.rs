@@ -282,3 +282,120 @@ async fn latest_prints_the_latest_version_its_schema_and_a_url_for_it() {
     let columns = crate::harness::columns(&client, "t").await;
     assert_eq!(columns, vec!["id", "a", "b"]);
 }
+
+/// pgroll's history commands with the binary's name changed: `baseline`
+/// adopts an existing schema (its DDL in a file, recorded as completed
+/// without running); `migrate` leaves the last file active and
+/// `--complete` finishes it; `pull` writes the history a directory lacks,
+/// and the pulled files replay the same schema on an empty database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_migrate_and_pull_as_pgroll_scripts_run_them() {
+    let lab = Lab::new(
+        "CREATE TABLE accounts (id serial PRIMARY KEY, email text NOT NULL UNIQUE);
+         INSERT INTO accounts (email) VALUES ('a@x'), ('b@x');",
+    )
+    .await;
+    let url = lab.cluster.url("postgres");
+    let run = |args: Vec<String>| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+            args.extend(["--database-url", &url]);
+            pgshift(&args, &[])
+        })
+    };
+    let dir = lab.dir.path().join("migrations");
+    let d = dir.display().to_string();
+    let out = run(vec![
+        "baseline".into(),
+        "00_initial".into(),
+        d.clone(),
+        "--yes".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let baseline = std::fs::read_to_string(dir.join("00_initial.yaml")).unwrap();
+    assert!(
+        baseline.contains("CREATE TABLE public.accounts"),
+        "{baseline}"
+    );
+    // Nothing ran: the rows are there, and the version is the baseline's.
+    let out = run(vec!["latest".into(), "migration".into()])
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "00_initial");
+
+    std::fs::write(
+        dir.join("01_name.yaml"),
+        "operations:\n  - add_column: {table: accounts, column: {name: name, type: text}, up: \"split_part(email, '@', 1)\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("02_email.yaml"),
+        "operations:\n  - alter_column: {table: accounts, column: email, type: varchar(320)}\n",
+    )
+    .unwrap();
+    let out = run(vec!["migrate".into(), d.clone(), "--expect-one".into()])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("2 migration(s)") && text(&out).contains("01_name, 02_email"),
+        "{}",
+        text(&out)
+    );
+    let out = run(vec!["migrate".into(), d.clone()]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("01_name: completed"), "{}", text(&out));
+    assert!(
+        text(&out).contains("02_email: started and left active"),
+        "{}",
+        text(&out)
+    );
+    let out = run(vec![
+        "migrate".into(),
+        d.clone(),
+        "--complete".into(),
+        "--expect-one".into(),
+    ])
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("02_email: completed"), "{}", text(&out));
+    let admin = lab.admin().await;
+    let names = crate::harness::texts(&admin, "SELECT name FROM accounts ORDER BY id").await;
+    assert_eq!(names, ["a", "b"]);
+
+    // pull writes what a fresh checkout lacks, as it was started.
+    let pulled = lab.dir.path().join("pulled");
+    std::fs::create_dir_all(&pulled).unwrap();
+    std::fs::copy(dir.join("01_name.yaml"), pulled.join("01_name.yaml")).unwrap();
+    let p = pulled.display().to_string();
+    let out = run(vec!["pull".into(), p.clone()]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("wrote 2 file(s)"), "{}", text(&out));
+    let email = std::fs::read_to_string(pulled.join("02_email.yaml")).unwrap();
+    assert!(email.contains("varchar(320)"), "{email}");
+    // The pulled history builds the same table on an empty database.
+    admin.batch_execute("CREATE DATABASE replay").await.unwrap();
+    let replay_url = lab.cluster.url("replay");
+    let out = tokio::task::spawn_blocking(move || {
+        pgshift(
+            &["migrate", &p, "--complete", "--database-url", &replay_url],
+            &[],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let replay = crate::harness::connect(&lab.cluster.url("replay")).await;
+    let columns = "SELECT attname || ' ' || format_type(atttypid, atttypmod) FROM pg_attribute
+         WHERE attrelid = 'public.accounts'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum";
+    let replayed = crate::harness::texts(&replay, columns).await;
+    assert_eq!(
+        replayed,
+        ["id integer", "name text", "email character varying(320)"]
+    );
+    assert_eq!(replayed, crate::harness::texts(&admin, columns).await);
+}

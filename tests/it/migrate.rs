@@ -773,17 +773,47 @@ async fn migrate_applies_a_directory_of_chained_files() {
     for (i, json) in files.iter().enumerate() {
         lab.file(&format!("{:02}_step.json", i + 1), json);
     }
-    let applied = lab.migrator().await.migrate(lab.dir.path()).await.unwrap();
+    // pgroll's meaning: the last one is left active...
+    let applied = lab
+        .migrator()
+        .await
+        .migrate(lab.dir.path(), false, false)
+        .await
+        .unwrap();
     assert_eq!(applied.len(), files.len());
-    // Running it again applies nothing.
+    assert!(applied[..files.len() - 1].iter().all(|a| a.completed));
+    assert!(!applied[files.len() - 1].completed);
+    let status = lab.migrator().await.status().await.unwrap();
+    assert_eq!(status.active.map(|a| a.version).as_deref(), Some("11_step"));
+    // ...until `--complete`, which finishes it (it is already started)...
+    let applied = lab
+        .migrator()
+        .await
+        .migrate(lab.dir.path(), true, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        applied,
+        [pgshift::migrate::engine::Applied {
+            version: "11_step".into(),
+            completed: true
+        }]
+    );
+    // ...and then nothing is pending: `--expect-one` says so, changing nothing.
+    let mut m = lab.migrator().await;
     assert!(
-        lab.migrator()
-            .await
-            .migrate(lab.dir.path())
+        m.migrate(lab.dir.path(), true, false)
             .await
             .unwrap()
             .is_empty()
     );
+    let e = m
+        .migrate(lab.dir.path(), true, true)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("0 migration(s)") && e.contains("none"), "{e}");
+    m.close().await.unwrap();
     let admin = lab.admin().await;
     let row = admin
         .query_one(

@@ -6,7 +6,7 @@
 //! (`../shared/docs/migration-format.md`).
 
 use crate::harness;
-use crate::migrate::{assert_same_catalog, Lab};
+use crate::migrate::{Lab, assert_same_catalog};
 
 /// The history, in order: (file name, JSON).
 const HISTORY: &[(&str, &str)] = &[

@@ -45,7 +45,10 @@ impl Planner<'_> {
         if self.new_col(s, &col.name).is_some() {
             self.problem(
                 at,
-                format!("column {:?} already exists in table {:?}", col.name, a.table),
+                format!(
+                    "column {:?} already exists in table {:?}",
+                    col.name, a.table
+                ),
             );
             return;
         }
@@ -85,7 +88,10 @@ impl Planner<'_> {
         let Some(c) = self.new_col(s, &a.column) else {
             self.problem(
                 at,
-                format!("column {:?} does not exist in table {:?}", a.column, a.table),
+                format!(
+                    "column {:?} does not exist in table {:?}",
+                    a.column, a.table
+                ),
             );
             return;
         };
@@ -215,7 +221,10 @@ impl Planner<'_> {
         let Some(c) = self.new_col(s, &d.column) else {
             self.problem(
                 at,
-                format!("column {:?} does not exist in table {:?}", d.column, d.table),
+                format!(
+                    "column {:?} does not exist in table {:?}",
+                    d.column, d.table
+                ),
             );
             return;
         };

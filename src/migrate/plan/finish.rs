@@ -304,7 +304,11 @@ impl Planner<'_> {
         // Serial and identity sequences of created tables were named after
         // the temporary table; they take the names Postgres gives the
         // final one's (`<table>_<column>_seq`, the column as created).
-        for shape in self.shapes.iter().filter(|s| !s.dropped && s.old_name.is_none()) {
+        for shape in self
+            .shapes
+            .iter()
+            .filter(|s| !s.dropped && s.old_name.is_none())
+        {
             let table = qualified(self.cx.schema, &shape.new_name);
             for (column, as_created) in &shape.sequences {
                 let seq = names::postgres_object_name(&shape.new_name, Some(as_created), "seq");
