@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 use super::lag::{CHECK_EVERY, LagWatch, Lagging};
 use super::pace::Pace;
 use super::plan::BackfillSpec;
-use crate::quote::{ident, qualified};
+use crate::quote::{ident, literal, qualified};
 use crate::state::backfill::{self as checkpoints, save_checkpoint_cte};
 
 /// Backfill tuning from the command line.
@@ -324,29 +324,52 @@ pub(super) async fn pages(client: &Client, table: &str) -> Result<i64, tokio_pos
         .get(0))
 }
 
-/// Where the backfill of `spec` stops: the largest key that exists now, or
-/// for ctid batches the table's page count (as text[]; empty for an empty
-/// table).
-async fn upper_bound(
-    client: &Client,
-    spec: &BackfillSpec,
-) -> Result<Vec<String>, tokio_postgres::Error> {
+/// Where the backfill of `spec` stops, as an expression of type text[]:
+/// the largest key that exists now, or for ctid batches the table's page
+/// count (empty for an empty table). Rows written later are not the
+/// backfill's: the dual-write trigger converts them (pgroll #652).
+pub fn bound_expression(spec: &BackfillSpec) -> String {
     let table = qualified(&spec.schema, &spec.table);
     if spec.key.is_empty() {
-        return Ok(vec![pages(client, &table).await?.to_string()]);
+        return format!(
+            "ARRAY[(pg_relation_size({}::regclass) / current_setting('block_size')::int)::text]",
+            literal(&table)
+        );
     }
     let keys: Vec<String> = spec.key.iter().map(|(k, _)| ident(k)).collect();
     let as_text: Vec<String> = keys.iter().map(|k| format!("{k}::text")).collect();
     let desc: Vec<String> = keys.iter().map(|k| format!("{k} DESC")).collect();
-    let sql = format!(
-        "SELECT ARRAY[{}] FROM ONLY {table} ORDER BY {} LIMIT 1",
+    format!(
+        "coalesce((SELECT ARRAY[{}] FROM ONLY {table} ORDER BY {} LIMIT 1), '{{}}')",
         as_text.join(", "),
         desc.join(", ")
-    );
-    Ok(match client.query_opt(sql.as_str(), &[]).await? {
-        Some(row) => row.get(0),
-        None => Vec::new(),
-    })
+    )
+}
+
+/// SQL that records [`bound_expression`] as the upper bound of the
+/// backfill of `spec` in migration `version`, unless its batches have
+/// begun. Run in the transaction that creates the table's dual-write
+/// trigger, whose lock waits out every writer of the table: the bound
+/// then covers exactly the rows written before the trigger.
+pub fn record_bound_sql(spec: &BackfillSpec, version: &str) -> String {
+    format!(
+        "INSERT INTO pgshift.backfill (schema_name, version, table_name, upper_key) \
+         VALUES ({}, {}, {}, {}) ON CONFLICT (schema_name, version, table_name) \
+         DO UPDATE SET upper_key = EXCLUDED.upper_key WHERE pgshift.backfill.last_key IS NULL",
+        literal(&spec.schema),
+        literal(version),
+        literal(&spec.table),
+        bound_expression(spec)
+    )
+}
+
+/// Where the backfill of `spec` stops when no trigger recorded it.
+async fn upper_bound(
+    client: &Client,
+    spec: &BackfillSpec,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let sql = format!("SELECT {}", bound_expression(spec));
+    Ok(client.query_one(sql.as_str(), &[]).await?.get(0))
 }
 
 /// The planner's estimates for the table of `spec`: its rows (for the

@@ -1222,6 +1222,24 @@ async fn backfill_finishes_while_clients_keep_inserting() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let inserted = inserts.await.unwrap();
     assert!(inserted > 0);
+    // The backfill converted the rows written before the trigger (its
+    // bound is taken under the trigger's lock) and no more: the trigger
+    // converted the rest (pgroll #652).
+    let row = lab
+        .admin()
+        .await
+        .query_one(
+            "SELECT b.rows_done,
+                    (SELECT count(*) FROM feed WHERE id <= b.upper_key[1]::int8),
+                    (SELECT count(*) FROM feed WHERE id > b.upper_key[1]::int8)
+             FROM pgshift.backfill b WHERE table_name = 'feed'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (done, before, after): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(done, before, "{inserted} rows were inserted meanwhile");
+    assert!(before >= 20000 && after > 0, "{before} {after}");
     m.complete(Pinned::Refuse).await.unwrap();
     let wrong: i64 = lab
         .admin()

@@ -6,6 +6,7 @@
 
 use super::trigger::trigger_sql;
 use super::{Agreement, BackfillSpec, Converted, Plan, Planner, Privileges, Shape, Step};
+use crate::migrate::backfill::record_bound_sql;
 use crate::migrate::names;
 use crate::quote::{ident, literal, qualified};
 
@@ -128,9 +129,14 @@ impl Planner<'_> {
         {
             let name = names::trigger(&shape.physical, version);
             let table = qualified(schema, &shape.physical);
-            triggers.create.push(Step::Sql {
-                sql: trigger_sql(schema, shape, &name, (self.cx.old_version, version)),
-            });
+            let mut sql = trigger_sql(schema, shape, &name, (self.cx.old_version, version));
+            if shape.backfill_touch || !shape.backfill_set.is_empty() {
+                // The backfill's bound, under the trigger's lock: it then
+                // covers the rows written before the trigger, and no more.
+                sql.push_str("; ");
+                sql.push_str(&record_bound_sql(&self.backfill_spec(shape), version));
+            }
+            triggers.create.push(Step::Sql { sql });
             triggers.drop.push(format!(
                 "DROP TRIGGER IF EXISTS {} ON {table}; DROP FUNCTION IF EXISTS {}()",
                 ident(&name),

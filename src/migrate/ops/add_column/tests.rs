@@ -54,7 +54,7 @@ operations:
             END IF;
             RETURN NEW;
             END
-            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_users" BEFORE INSERT OR UPDATE ON "public"."users" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_users"()
+            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_users" BEFORE INSERT OR UPDATE ON "public"."users" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_users"(); INSERT INTO pgshift.backfill (schema_name, version, table_name, upper_key) VALUES ('public', '02_change', 'users', coalesce((SELECT ARRAY["id"::text] FROM ONLY "public"."users" ORDER BY "id" DESC LIMIT 1), '{}')) ON CONFLICT (schema_name, version, table_name) DO UPDATE SET upper_key = EXCLUDED.upper_key WHERE pgshift.backfill.last_key IS NULL
             ALTER TABLE "public"."users" ADD CONSTRAINT "_pgshift_not_null_login" CHECK ("_pgshift_new_login" IS NOT NULL) NOT VALID
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."users" WITH (security_invoker = true) AS SELECT "id", "name", "email", "created_at", "_pgshift_new_login" AS "login" FROM "public"."users"
               -- privileges of public_02_change

@@ -63,7 +63,7 @@ operations:
             END IF;
             RETURN NEW;
             END
-            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_orders" BEFORE INSERT OR UPDATE ON "public"."orders" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_orders"()
+            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_orders" BEFORE INSERT OR UPDATE ON "public"."orders" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_orders"(); INSERT INTO pgshift.backfill (schema_name, version, table_name, upper_key) VALUES ('public', '02_change', 'orders', coalesce((SELECT ARRAY["id"::text] FROM ONLY "public"."orders" ORDER BY "id" DESC LIMIT 1), '{}')) ON CONFLICT (schema_name, version, table_name) DO UPDATE SET upper_key = EXCLUDED.upper_key WHERE pgshift.backfill.last_key IS NULL
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."orders" WITH (security_invoker = true) AS SELECT "id", "user_id", "_pgshift_new_amount" AS "amount", "status" FROM "public"."orders"
               -- privileges of public_02_change, duplicates [("orders", "amount", "_pgshift_new_amount")]
             -- backfill public.orders by [id] set []
@@ -143,7 +143,7 @@ operations:
             END IF;
             RETURN NEW;
             END
-            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_orders" BEFORE INSERT OR UPDATE ON "public"."orders" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_orders"()
+            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_orders" BEFORE INSERT OR UPDATE ON "public"."orders" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_orders"(); INSERT INTO pgshift.backfill (schema_name, version, table_name, upper_key) VALUES ('public', '02_change', 'orders', coalesce((SELECT ARRAY["id"::text] FROM ONLY "public"."orders" ORDER BY "id" DESC LIMIT 1), '{}')) ON CONFLICT (schema_name, version, table_name) DO UPDATE SET upper_key = EXCLUDED.upper_key WHERE pgshift.backfill.last_key IS NULL
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."orders" WITH (security_invoker = true) AS SELECT "id", "user_id", "amount", "_pgshift_new_status" AS "status" FROM "public"."orders"
               -- privileges of public_02_change, duplicates [("orders", "status", "_pgshift_new_status")]
             -- backfill public.orders by [id] set []

@@ -59,7 +59,7 @@ operations:
             END IF;
             RETURN NEW;
             END
-            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_users" BEFORE INSERT OR UPDATE ON "public"."users" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_users"()
+            $pgshift0$; CREATE TRIGGER "_pgshift_02_change_users" BEFORE INSERT OR UPDATE ON "public"."users" FOR EACH ROW EXECUTE FUNCTION "pgshift"."_pgshift_02_change_users"(); INSERT INTO pgshift.backfill (schema_name, version, table_name, upper_key) VALUES ('public', '02_change', 'users', coalesce((SELECT ARRAY["id"::text] FROM ONLY "public"."users" ORDER BY "id" DESC LIMIT 1), '{}')) ON CONFLICT (schema_name, version, table_name) DO UPDATE SET upper_key = EXCLUDED.upper_key WHERE pgshift.backfill.last_key IS NULL
             ALTER TABLE "public"."users" ADD CONSTRAINT "_pgshift_not_null_email" CHECK ("_pgshift_new_email" IS NOT NULL) NOT VALID
             CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."users" WITH (security_invoker = true) AS SELECT "id", "name", "_pgshift_new_email" AS "email", "created_at" FROM "public"."users"
               -- privileges of public_02_change, duplicates [("users", "email", "_pgshift_new_email")]
