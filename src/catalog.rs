@@ -17,8 +17,9 @@ pub struct ColumnInfo {
     pub default: Option<String>,
     /// True for identity and generated columns, which cannot be written.
     pub generated: bool,
-    /// True for an identity column (`GENERATED ... AS IDENTITY`).
-    pub identity: bool,
+    /// An identity column's `attidentity`: 'a' (GENERATED ALWAYS) or 'd'
+    /// (BY DEFAULT); `None` for any other column.
+    pub identity: Option<char>,
     /// The column's comment (`col_description`), if any.
     pub comment: Option<String>,
     /// The sequence the column owns (a `serial`'s, or one made `OWNED BY`
@@ -133,7 +134,7 @@ pub async fn tables(
         .query(
             "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull,
                     pg_get_expr(d.adbin, d.adrelid), a.attidentity <> '' OR a.attgenerated <> '',
-                    a.attidentity <> '', col_description(c.oid, a.attnum)
+                    nullif(a.attidentity::text, ''), col_description(c.oid, a.attnum)
              FROM pg_class c
              JOIN pg_namespace n ON n.oid = c.relnamespace
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -155,7 +156,7 @@ pub async fn tables(
             not_null: row.get(3),
             default: row.get(4),
             generated: row.get(5),
-            identity: row.get(6),
+            identity: row.get::<_, Option<&str>>(6).and_then(|k| k.chars().next()),
             comment: row.get(7),
             sequence: None,
         });

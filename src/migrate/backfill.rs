@@ -143,7 +143,7 @@ pub fn keyset_batch_sql(spec: &BackfillSpec, batch: Batch) -> String {
         upper + 1,
         aliases.join(", "),
         desc.join(", "),
-        assignments(spec, &keys[0]),
+        assignments(spec, &ident(&spec.touch)),
         last.join(", "),
         save_checkpoint_cte(upper + 2, upper + 3, upper + 4),
     )

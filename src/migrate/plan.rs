@@ -98,9 +98,9 @@ pub struct BackfillSpec {
     /// key); empty means batches over ctid page ranges.
     pub key: Vec<(String, String)>,
     /// Assignments `column = expression`; empty means touch each row
-    /// (`key = key`) so that the dual-write trigger converts it.
+    /// (`touch = touch`) so that the dual-write trigger converts it.
     pub set: Vec<(String, String)>,
-    /// A column to touch when `key` is empty.
+    /// The column a touch writes: one the trigger sets anyway.
     pub touch: String,
 }
 

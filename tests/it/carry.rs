@@ -204,7 +204,7 @@ async fn every_index_and_constraint_follows_a_key_to_bigint() {
 }
 
 /// What cannot follow a duplicate is refused at start, naming it, with
-/// nothing changed: an exclusion constraint and an identity column.
+/// nothing changed: an exclusion constraint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_cannot_be_carried_is_refused_by_name() {
     let lab = Lab::new(
@@ -214,10 +214,7 @@ async fn what_cannot_be_carried_is_refused_by_name() {
     )
     .await;
     let before = lab.snapshot().await;
-    for (column, expected) in [
-        ("room", "exclusion constraint \"rooms_room_slot_excl\""),
-        ("id", "column \"id\" is an identity column"),
-    ] {
+    for (column, expected) in [("room", "exclusion constraint \"rooms_room_slot_excl\"")] {
         let file = lab.file(
             &format!("02_{column}.json"),
             &format!(
@@ -236,6 +233,90 @@ async fn what_cannot_be_carried_is_refused_by_name() {
         assert!(e.contains("/operations/0/alter_column"), "{e}");
     }
     assert_same_catalog(&before, &lab.snapshot().await);
+}
+
+/// An identity key (GENERATED ALWAYS) that another table references
+/// becomes bigint: both versions insert without giving the key during the
+/// migration, and after complete the key is an identity of the same kind,
+/// over its own sequence, going on from the last value given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_key_becomes_bigint_and_goes_on_counting() {
+    let lab = Lab::new(
+        "CREATE TABLE tickets (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, title text);
+         CREATE TABLE notes (id serial PRIMARY KEY, ticket_id int NOT NULL REFERENCES tickets);
+         INSERT INTO tickets (title) SELECT 't' || g FROM generate_series(1, 500) g;
+         INSERT INTO notes (ticket_id) SELECT g FROM generate_series(1, 500) g;",
+    )
+    .await;
+    let file = lab.file(
+        "02_ids.json",
+        r#"{"operations": [
+          {"alter_column": {"table": "tickets", "column": "id", "type": "bigint"}},
+          {"alter_column": {"table": "notes", "column": "ticket_id", "type": "bigint"}}
+        ]}"#,
+    );
+    let before = lab.snapshot().await;
+    lab.start(&file).await;
+    lab.rollback().await;
+    assert_same_catalog(&before, &lab.snapshot().await);
+    lab.start(&file).await;
+    let old = lab.client(None, "baseline").await;
+    let new = lab.client(Some("02_ids"), "baseline").await;
+    let mut ids = Vec::new();
+    for client in [&old, &new, &old] {
+        let id: i64 = client
+            .query_one(
+                "INSERT INTO tickets (title) VALUES ('live') RETURNING id::int8",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        client
+            .execute(&format!("INSERT INTO notes (ticket_id) VALUES ({id})"), &[])
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    drop((old, new));
+    lab.complete().await;
+    let admin = lab.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT a.attidentity::text, format_type(a.atttypid, a.atttypmod),
+                    pg_get_serial_sequence('tickets', 'id'),
+                    (SELECT count(*) FROM pg_constraint WHERE conname = 'notes_ticket_id_fkey' AND convalidated)
+             FROM pg_attribute a WHERE a.attrelid = 'tickets'::regclass AND a.attname = 'id'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "a");
+    assert_eq!(row.get::<_, String>(1), "bigint");
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("public.tickets_id_seq")
+    );
+    assert_eq!(row.get::<_, i64>(3), 1);
+    let next: i64 = admin
+        .query_one(
+            "INSERT INTO tickets (title) VALUES ('after') RETURNING id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(next > *ids.last().unwrap(), "{next} after {ids:?}");
+    let e = admin
+        .execute("INSERT INTO tickets (id, title) VALUES (1, 'x')", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        crate::harness::sqlstate(&e),
+        "428C9",
+        "still GENERATED ALWAYS: {e}"
+    );
 }
 
 const OLD_SCRIPT: &str = "BEGIN;

@@ -250,15 +250,6 @@ impl Planner<'_> {
             );
             return None;
         };
-        if info.identity {
-            self.problem(
-                at,
-                format!(
-                    "column {name:?} is an identity column; pgshift cannot duplicate it yet (its sequence goes with it), so make it a plain column with a sequence default in an earlier migration"
-                ),
-            );
-            return None;
-        }
         // Every other index and constraint on the column is rebuilt over
         // the duplicate (`carry_over`); these go with the old column.
         self.shapes[s].dropping.extend(expendable.iter().cloned());
@@ -276,7 +267,21 @@ impl Planner<'_> {
         }
         let physical = names::new_column(name);
         let type_ = change.type_.unwrap_or(info.type_.clone());
-        let default = change.default.unwrap_or(info.default.clone());
+        let t = self.table_q(&self.shapes[s].physical.clone());
+        // An identity's sequence goes with its column: the duplicate draws
+        // from it by name (no dependency), and complete makes the
+        // duplicate an identity of its own that goes on from there.
+        let identity_default = info.identity.map(|_| {
+            format!(
+                "nextval(pg_get_serial_sequence({}, {})::regclass)",
+                literal(&t),
+                literal(&old_physical)
+            )
+        });
+        let default = change
+            .default
+            .unwrap_or(info.default.clone())
+            .or(identity_default);
         self.add_physical(s, &physical, &type_, default.as_deref(), Fill::Up);
         if !change.nullable.unwrap_or(!info.not_null) {
             self.not_null(s, &physical, name);
@@ -291,7 +296,6 @@ impl Planner<'_> {
         shape.backfill_touch = true;
         shape.new_cols[c].1 = physical.clone();
         self.verify_converted(s, &physical, up);
-        let t = self.table_q(&self.shapes[s].physical.clone());
         // What goes with the old column but belongs to the column: its
         // comment, and the sequence it owns (widened with the column).
         if let Some(comment) = &info.comment {
@@ -301,7 +305,9 @@ impl Planner<'_> {
                 literal(comment)
             ));
         }
-        if let Some(seq) = &info.sequence {
+        if let Some(kind) = info.identity {
+            self.identity_over(s, &old_physical, name, kind);
+        } else if let Some(seq) = &info.sequence {
             let seq_q = qualified(&seq.schema, &seq.name);
             self.contract_early.push(format!(
                 "ALTER SEQUENCE {seq_q} OWNED BY {t}.{}",
@@ -470,6 +476,36 @@ impl Planner<'_> {
                 &expendable,
             );
         }
+    }
+}
+
+impl Planner<'_> {
+    /// Complete's part for a duplicated identity column `original`
+    /// (`kind`: 'a' ALWAYS, 'd' BY DEFAULT) of shape `s`, whose new-version
+    /// name is `name`: before the old column (and its sequence) goes, the
+    /// sequence's last value is kept in a transaction-local setting; once
+    /// the duplicate has the name and NOT NULL, it becomes an identity of
+    /// the same kind whose new sequence goes on from that value.
+    fn identity_over(&mut self, s: usize, original: &str, name: &str, kind: char) {
+        let table = self.table_q(&self.shapes[s].physical.clone());
+        let setting = format!("pgshift.identity_{s}_{}", self.shapes[s].duplicates.len());
+        self.contract_early.push(format!(
+            "SELECT set_config({}, coalesce(pg_sequence_last_value(pg_get_serial_sequence({}, {})::regclass)::text, ''), true)",
+            literal(&setting),
+            literal(&table),
+            literal(original)
+        ));
+        let final_table = self.table_q(&self.shapes[s].new_name.clone());
+        let column = ident(name);
+        let when = if kind == 'a' { "ALWAYS" } else { "BY DEFAULT" };
+        self.contract_renamed.push(format!(
+            "ALTER TABLE {final_table} ALTER COLUMN {column} DROP DEFAULT, ALTER COLUMN {column} ADD GENERATED {when} AS IDENTITY; \
+             SELECT setval(pg_get_serial_sequence({}, {}), current_setting({})::bigint) WHERE current_setting({}) <> ''",
+            literal(&final_table),
+            literal(name),
+            literal(&setting),
+            literal(&setting)
+        ));
     }
 }
 

@@ -20,7 +20,7 @@ fn column(name: &str, type_: &str, not_null: bool, default: Option<&str>) -> Col
         not_null,
         default: default.map(str::to_string),
         generated: false,
-        identity: false,
+        identity: None,
         comment: None,
         sequence: None,
     }

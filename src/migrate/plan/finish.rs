@@ -259,7 +259,20 @@ impl Planner<'_> {
             table: shape.physical.clone(),
             key,
             set: shape.backfill_set.clone(),
-            touch: shape.old_cols.first().cloned().unwrap_or_default(),
+            // A column the trigger writes anyway (a key may be an
+            // identity GENERATED ALWAYS, which an UPDATE cannot set).
+            touch: shape
+                .up
+                .first()
+                .map(|(physical, _)| physical.clone())
+                .or_else(|| {
+                    shape
+                        .old_cols
+                        .iter()
+                        .find(|c| info.and_then(|t| t.column(c)).is_none_or(|c| !c.generated))
+                        .cloned()
+                })
+                .unwrap_or_default(),
         }
     }
 
