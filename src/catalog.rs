@@ -399,9 +399,19 @@ async fn constraints_covering(
     schema: &str,
     tables: &mut BTreeMap<String, TableInfo>,
 ) -> Result<(), tokio_postgres::Error> {
+    // `confdelsetcols` (ON DELETE SET NULL (columns)) is Postgres 15's.
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await?
+        .get(0);
+    let delete_set_columns = if version >= 150000 {
+        "con.confdelsetcols IS NOT NULL"
+    } else {
+        "false"
+    };
     let rows = client
         .query(
-            "SELECT c.relname::text, con.conname::text, con.contype::text,
+            &format!("SELECT c.relname::text, con.conname::text, con.contype::text,
                     pg_get_constraintdef(con.oid), con.convalidated, con.condeferrable, con.condeferred,
                     ARRAY(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(n, o)
                           JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.o),
@@ -409,7 +419,7 @@ async fn constraints_covering(
                     ARRAY(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
                           JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o),
                     con.confupdtype::text, con.confdeltype::text, con.confmatchtype::text,
-                    con.confdelsetcols IS NOT NULL
+                    {delete_set_columns}
              FROM pg_constraint con
              JOIN pg_class c ON c.oid = con.conrelid
              JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -417,7 +427,7 @@ async fn constraints_covering(
              LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
              WHERE n.nspname = $1 AND con.contype IN ('c', 'f') AND con.conparentid = 0
                AND NOT con.coninhcount > 0 AND left(con.conname, 9) <> '_pgshift_'
-             ORDER BY 1, 2",
+             ORDER BY 1, 2"),
             &[&schema],
         )
         .await?;
