@@ -37,9 +37,15 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             file,
             complete,
             allow_unsafe,
+            pass_through_views,
             db,
         } => {
-            let mut m = db.connect_with(|s| s.allow_unsafe = allow_unsafe).await?;
+            let mut m = db
+                .connect_with(|s| {
+                    s.allow_unsafe = allow_unsafe;
+                    s.pass_through_views = pass_through_views;
+                })
+                .await?;
             m.start(&file).await?;
             if complete {
                 m.complete(Pinned::Refuse).await?;
@@ -95,9 +101,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             dir,
             complete,
             expect_one,
+            pass_through_views,
             db,
         } => {
-            let mut m = db.connect().await?;
+            let mut m = db
+                .connect_with(|s| s.pass_through_views = pass_through_views)
+                .await?;
             let applied = m.migrate(&dir, complete, expect_one).await?;
             m.close().await?;
             if applied.is_empty() {

@@ -42,6 +42,11 @@ pub enum Command {
         /// Start even when lint finds errors in the file
         #[arg(long)]
         allow_unsafe: bool,
+        /// Give both versions' schemas a view of every table, untouched
+        /// ones included, as pgroll's (for clients whose search_path is a
+        /// version schema alone; see README)
+        #[arg(long)]
+        pass_through_views: bool,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -87,6 +92,9 @@ pub enum Command {
         /// Fail, changing nothing, unless exactly one migration is pending
         #[arg(long)]
         expect_one: bool,
+        /// As start's: a view of every table in both versions' schemas
+        #[arg(long)]
+        pass_through_views: bool,
         #[command(flatten)]
         db: DbArgs,
     },

@@ -116,6 +116,7 @@ impl Migrator {
             schemas: &schemas,
             volatile_defaults: &volatile_defaults,
             security_invoker: server_version >= 150000,
+            pass_through_views: self.settings.pass_through_views,
         };
         plan::plan(migration, &cx).map_err(|problems| MigrateError::Live {
             file: file.to_string(),

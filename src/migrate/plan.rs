@@ -44,6 +44,9 @@ pub struct Context<'a> {
     pub volatile_defaults: &'a BTreeSet<String>,
     /// Whether views can be `security_invoker` (Postgres 15 and later).
     pub security_invoker: bool,
+    /// Whether both versions' schemas show the tables the migration does
+    /// not touch too, through plain views (pgroll's version schemas).
+    pub pass_through_views: bool,
 }
 
 /// One unit of work, recorded in the state schema and run in order.

@@ -43,6 +43,10 @@ pub struct Settings {
     /// `start` runs a migration that lint finds errors in (start's
     /// `--allow-unsafe`); false by default.
     pub allow_unsafe: bool,
+    /// Give the version schemas a plain view of every table the migration
+    /// does not touch too, as pgroll's hold (`--pass-through-views`), for
+    /// clients that set their search_path to a version schema alone.
+    pub pass_through_views: bool,
     /// The backfill keeps clients' p99 within this factor of its level
     /// before the backfill ([`super::pace`]).
     pub max_latency_factor: f64,
@@ -71,6 +75,7 @@ impl Settings {
             proxy_timeout: Duration::from_secs(10),
             max_replica_lag: Duration::from_secs(1),
             allow_unsafe: false,
+            pass_through_views: false,
             max_latency_factor: 2.0,
             fixed_pace: false,
         }

@@ -170,3 +170,91 @@ async fn a_pgroll_history_round_trips_and_ends_with_pgrolls_names() {
         ["Le Guin unknown Earthsea 200", "Borges unknown Ficciones -"]
     );
 }
+
+/// `--pass-through-views`: pgroll's version schemas, with a view of every
+/// table. A client whose search_path is one version schema alone reads and
+/// writes the tables the migration does not touch too, in both versions;
+/// rollback removes them all; after complete the kept schema shows every
+/// table, and the next migration stands its old version on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_views_let_a_version_schema_alone_see_every_table() {
+    use pgshift::migrate::engine::{Migrator, Pinned, Settings};
+    let lab = Lab::new(
+        "CREATE TABLE accounts (id serial PRIMARY KEY, email text);
+         CREATE TABLE audit (id serial PRIMARY KEY, line text);
+         INSERT INTO accounts (email) VALUES ('a@x');",
+    )
+    .await;
+    let settings = Settings {
+        pass_through_views: true,
+        ..lab.settings()
+    };
+    let first = lab.file(
+        "01_name.json",
+        r#"{"operations": [{"add_column": {"table": "accounts", "up": "upper(email)", "column": {"name": "name", "type": "text"}}}]}"#,
+    );
+    let before = lab.snapshot().await;
+    let mut m = Migrator::connect(settings.clone()).await.unwrap();
+    m.start(&first).await.unwrap();
+    m.rollback(Pinned::Refuse).await.unwrap();
+    assert_same_catalog(&before, &lab.snapshot().await);
+    m.start(&first).await.unwrap();
+    for (schema, version) in [
+        ("public_baseline", None),
+        ("public_01_name", Some("01_name")),
+    ] {
+        let client = lab.admin().await;
+        let set = match version {
+            Some(v) => format!("SET pgshift.version = '{v}'; SET search_path = {schema}"),
+            None => format!("SET search_path = {schema}"),
+        };
+        client.batch_execute(&set).await.unwrap();
+        let account = match version {
+            Some(_) => format!("INSERT INTO accounts (email, name) VALUES ('{schema}@x', 'new')"),
+            None => format!("INSERT INTO accounts (email) VALUES ('{schema}@x')"),
+        };
+        client
+            .batch_execute(&format!(
+                "INSERT INTO audit (line) VALUES ('{schema}'); {account}"
+            ))
+            .await
+            .unwrap();
+        let lines = harness::texts(&client, "SELECT line FROM audit ORDER BY id").await;
+        assert!(lines.contains(&schema.to_string()), "{lines:?}");
+    }
+    m.complete(Pinned::Refuse).await.unwrap();
+    let admin = lab.admin().await;
+    let kept = harness::texts(
+        &admin,
+        "SELECT table_name::text FROM information_schema.views WHERE table_schema = 'public_01_name' ORDER BY 1",
+    )
+    .await;
+    assert_eq!(kept, ["accounts", "audit"]);
+    let names = harness::texts(
+        &admin,
+        "SELECT email || ' ' || coalesce(name, '-') FROM accounts ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        names,
+        [
+            "a@x A@X",
+            "public_baseline@x PUBLIC_BASELINE@X",
+            "public_01_name@x new"
+        ]
+    );
+    // The next migration's old version stands on the kept schema's views.
+    let second = lab.file(
+        "02_audit.json",
+        r#"{"operations": [{"add_column": {"table": "audit", "column": {"name": "at", "type": "timestamptz", "default": "now()"}}}]}"#,
+    );
+    m.start(&second).await.unwrap();
+    let old = lab.admin().await;
+    old.batch_execute("SET search_path = public_01_name")
+        .await
+        .unwrap();
+    let columns = harness::columns(&old, "audit").await;
+    assert_eq!(columns, ["id", "line"]);
+    m.complete(Pinned::Refuse).await.unwrap();
+    m.close().await.unwrap();
+}

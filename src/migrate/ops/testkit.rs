@@ -168,6 +168,14 @@ pub(super) fn tables() -> BTreeMap<String, TableInfo> {
 pub(super) fn plan(yaml: &str) -> Result<Plan, Vec<Problem>> {
     let migration = format::parse("02_change.yaml", "02_change", yaml, format::Syntax::Yaml)
         .unwrap_or_else(|e| panic!("the test's migration is valid: {e}"));
+    plan_with(&migration, false)
+}
+
+/// Plans `migration` against the fixture, with or without pass-through views.
+pub(super) fn plan_with(
+    migration: &format::Migration,
+    pass_through_views: bool,
+) -> Result<Plan, Vec<Problem>> {
     let tables = tables();
     let indexes = vec![
         "orders_pkey".to_string(),
@@ -187,8 +195,9 @@ pub(super) fn plan(yaml: &str) -> Result<Plan, Vec<Problem>> {
         schemas: &schemas,
         volatile_defaults: &volatile,
         security_invoker: true,
+        pass_through_views,
     };
-    plan::plan(&migration, &cx)
+    plan::plan(migration, &cx)
 }
 
 /// The plan as text: each action's steps, one a line (a step's own

@@ -80,12 +80,50 @@ impl Planner<'_> {
             ));
             created.push(qualified(old_vs, name));
         }
+        for (name, view) in self.pass_through() {
+            if self.cx.old_schema_views.contains(name) {
+                continue;
+            }
+            sql.push_str(&format!("; CREATE VIEW {} {view}", qualified(old_vs, name)));
+            created.push(qualified(old_vs, name));
+        }
         let privileges = Privileges {
             version_schema: old_vs.to_string(),
             duplicates: Vec::new(),
             created: Vec::new(),
         };
         (Step::Views { sql, privileges }, created)
+    }
+
+    /// With `pass_through_views`, each table the migration does not touch,
+    /// with the rest of its view's definition (`AS SELECT <every column>
+    /// FROM <table>`), the same in both versions.
+    fn pass_through(&self) -> Vec<(&str, String)> {
+        if !self.cx.pass_through_views {
+            return Vec::new();
+        }
+        self.cx
+            .tables
+            .values()
+            .filter(|t| {
+                !self
+                    .shapes
+                    .iter()
+                    .any(|s| s.old_name.as_deref() == Some(t.name.as_str()) || s.new_name == t.name)
+            })
+            .map(|t| {
+                let cols: Vec<String> = t.columns.iter().map(|c| ident(&c.name)).collect();
+                (
+                    t.name.as_str(),
+                    format!(
+                        "{}AS SELECT {} FROM {}",
+                        self.view_options(),
+                        cols.join(", "),
+                        qualified(self.cx.schema, &t.name)
+                    ),
+                )
+            })
+            .collect()
     }
 
     /// The privileges of the new version's schema, with the duplicated
@@ -173,6 +211,9 @@ impl Planner<'_> {
                 cols.join(", "),
                 qualified(schema, &shape.physical)
             ));
+        }
+        for (name, view) in self.pass_through() {
+            sql.push_str(&format!("; CREATE VIEW {} {view}", qualified(vs, name)));
         }
         for shape in &self.shapes {
             let Some(old) = &shape.old_name else { continue };

@@ -1,6 +1,6 @@
 use expect_test::expect;
 
-use crate::migrate::ops::testkit::{check, check_problems, plan, render};
+use crate::migrate::ops::testkit::{check, check_problems, plan, plan_with, render};
 
 #[test]
 fn created_under_a_temporary_name_and_renamed_at_complete() {
@@ -122,4 +122,29 @@ operations:
         CREATE SCHEMA "public_02_change"; CREATE VIEW "public_02_change"."gadgets" WITH (security_invoker = true) AS SELECT "id", "title" FROM "public"."_pgshift_new_gadgets"
           -- privileges of public_02_change, created ["_pgshift_new_gadgets"]
     "#]].assert_eq(&(start.join("\n") + "\n"));
+}
+
+/// With `pass_through_views`, both versions' schemas show the tables the
+/// migration does not touch through plain views, as pgroll's do.
+#[test]
+fn pass_through_views_show_every_table() {
+    let migration = crate::migrate::format::parse(
+        "02_change.yaml",
+        "02_change",
+        "operations:\n  - create_table: {name: tags, columns: [{name: tag, type: text}]}\n",
+        crate::migrate::format::Syntax::Yaml,
+    )
+    .unwrap();
+    let plan = plan_with(&migration, true).expect("plans");
+    let text = render(&plan);
+    let views: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("CREATE SCHEMA"))
+        .collect();
+    expect![[r#"
+        [
+            "CREATE SCHEMA IF NOT EXISTS \"public_01_base\"; CREATE VIEW \"public_01_base\".\"events\" WITH (security_invoker = true) AS SELECT \"payload\", \"at\" FROM \"public\".\"events\"; CREATE VIEW \"public_01_base\".\"orders\" WITH (security_invoker = true) AS SELECT \"id\", \"user_id\", \"amount\", \"status\" FROM \"public\".\"orders\"; CREATE VIEW \"public_01_base\".\"users\" WITH (security_invoker = true) AS SELECT \"id\", \"name\", \"email\", \"created_at\" FROM \"public\".\"users\"",
+            "CREATE SCHEMA \"public_02_change\"; CREATE VIEW \"public_02_change\".\"tags\" WITH (security_invoker = true) AS SELECT \"tag\" FROM \"public\".\"_pgshift_new_tags\"; CREATE VIEW \"public_02_change\".\"events\" WITH (security_invoker = true) AS SELECT \"payload\", \"at\" FROM \"public\".\"events\"; CREATE VIEW \"public_02_change\".\"orders\" WITH (security_invoker = true) AS SELECT \"id\", \"user_id\", \"amount\", \"status\" FROM \"public\".\"orders\"; CREATE VIEW \"public_02_change\".\"users\" WITH (security_invoker = true) AS SELECT \"id\", \"name\", \"email\", \"created_at\" FROM \"public\".\"users\"",
+        ]
+    "#]].assert_debug_eq(&views);
 }
