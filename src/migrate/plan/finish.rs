@@ -58,8 +58,9 @@ impl Planner<'_> {
     }
 
     /// Start's first step: the old version's schema with a view of each
-    /// table the migration touches, so old sessions stand on views before
-    /// any physical table changes. Also returns the views it creates in a
+    /// table the migration touches (and, with `pass_through_views`, of
+    /// every other table), so old sessions stand on views before any
+    /// physical table changes. Also returns the views it creates in a
     /// schema that existed already (rollback drops just those).
     fn old_views_step(&self, old_vs: &str) -> (Step, Vec<String>) {
         let schema = self.cx.schema;
