@@ -34,6 +34,12 @@ pub struct OwnedSequence {
     pub name: String,
     /// Its data type: `smallint`, `integer` or `bigint`.
     pub type_: String,
+    /// `seqincrement`, `seqmin`, `seqmax`, `seqcache`, `seqcycle`.
+    pub increment: i64,
+    pub min: i64,
+    pub max: i64,
+    pub cache: i64,
+    pub cycle: bool,
 }
 
 /// What kind of object covers a column.
@@ -304,7 +310,8 @@ async fn owned_sequences(
     let rows = client
         .query(
             "SELECT c.relname::text, a.attname::text, sn.nspname::text, s.relname::text,
-                    format_type(seq.seqtypid, NULL)
+                    format_type(seq.seqtypid, NULL), seq.seqincrement, seq.seqmin, seq.seqmax,
+                    seq.seqcache, seq.seqcycle
              FROM pg_depend d
              JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
              JOIN pg_namespace sn ON sn.oid = s.relnamespace
@@ -327,6 +334,11 @@ async fn owned_sequences(
                 schema: row.get(2),
                 name: row.get(3),
                 type_: row.get(4),
+                increment: row.get(5),
+                min: row.get(6),
+                max: row.get(7),
+                cache: row.get(8),
+                cycle: row.get(9),
             });
         }
     }

@@ -235,17 +235,17 @@ async fn what_cannot_be_carried_is_refused_by_name() {
     assert_same_catalog(&before, &lab.snapshot().await);
 }
 
-/// An identity key (GENERATED ALWAYS) that another table references
+/// An identity key (GENERATED ALWAYS, INCREMENT BY 5) that another table references
 /// becomes bigint: both versions insert without giving the key during the
 /// migration, and after complete the key is an identity of the same kind,
 /// over its own sequence, going on from the last value given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_key_becomes_bigint_and_goes_on_counting() {
     let lab = Lab::new(
-        "CREATE TABLE tickets (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, title text);
+        "CREATE TABLE tickets (id int GENERATED ALWAYS AS IDENTITY (INCREMENT BY 5 CACHE 10) PRIMARY KEY, title text);
          CREATE TABLE notes (id serial PRIMARY KEY, ticket_id int NOT NULL REFERENCES tickets);
          INSERT INTO tickets (title) SELECT 't' || g FROM generate_series(1, 500) g;
-         INSERT INTO notes (ticket_id) SELECT g FROM generate_series(1, 500) g;",
+         INSERT INTO notes (ticket_id) SELECT id FROM tickets;",
     )
     .await;
     let file = lab.file(
@@ -278,7 +278,9 @@ async fn an_identity_key_becomes_bigint_and_goes_on_counting() {
             .unwrap();
         ids.push(id);
     }
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    // Distinct (each session caches its own run of 10 values).
+    let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "{ids:?}");
     drop((old, new));
     lab.complete().await;
     let admin = lab.admin().await;
@@ -299,6 +301,14 @@ async fn an_identity_key_becomes_bigint_and_goes_on_counting() {
         Some("public.tickets_id_seq")
     );
     assert_eq!(row.get::<_, i64>(3), 1);
+    // The sequence's own options came along; its bound widened with the type.
+    let options = harness::texts(
+        &admin,
+        "SELECT seqincrement || ' ' || seqcache || ' ' || seqmax FROM pg_sequence
+         WHERE seqrelid = 'tickets_id_seq'::regclass",
+    )
+    .await;
+    assert_eq!(options, ["5 10 9223372036854775807"]);
     let next: i64 = admin
         .query_one(
             "INSERT INTO tickets (title) VALUES ('after') RETURNING id",
@@ -307,7 +317,7 @@ async fn an_identity_key_becomes_bigint_and_goes_on_counting() {
         .await
         .unwrap()
         .get(0);
-    assert!(next > *ids.last().unwrap(), "{next} after {ids:?}");
+    assert!(next > *ids.iter().max().unwrap(), "{next} after {ids:?}");
     let e = admin
         .execute("INSERT INTO tickets (id, title) VALUES (1, 'x')", &[])
         .await

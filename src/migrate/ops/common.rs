@@ -306,7 +306,12 @@ impl Planner<'_> {
             ));
         }
         if let Some(kind) = info.identity {
-            self.identity_over(s, &old_physical, name, kind);
+            let options = info
+                .sequence
+                .as_ref()
+                .map(identity_options)
+                .unwrap_or_default();
+            self.identity_over(s, &old_physical, name, kind, &options);
         } else if let Some(seq) = &info.sequence {
             let seq_q = qualified(&seq.schema, &seq.name);
             self.contract_early.push(format!(
@@ -486,7 +491,7 @@ impl Planner<'_> {
     /// sequence's last value is kept in a transaction-local setting; once
     /// the duplicate has the name and NOT NULL, it becomes an identity of
     /// the same kind whose new sequence goes on from that value.
-    fn identity_over(&mut self, s: usize, original: &str, name: &str, kind: char) {
+    fn identity_over(&mut self, s: usize, original: &str, name: &str, kind: char, options: &str) {
         let table = self.table_q(&self.shapes[s].physical.clone());
         let setting = format!("pgshift.identity_{s}_{}", self.shapes[s].duplicates.len());
         self.contract_early.push(format!(
@@ -499,13 +504,48 @@ impl Planner<'_> {
         let column = ident(name);
         let when = if kind == 'a' { "ALWAYS" } else { "BY DEFAULT" };
         self.contract_renamed.push(format!(
-            "ALTER TABLE {final_table} ALTER COLUMN {column} DROP DEFAULT, ALTER COLUMN {column} ADD GENERATED {when} AS IDENTITY; \
+            "ALTER TABLE {final_table} ALTER COLUMN {column} DROP DEFAULT, ALTER COLUMN {column} ADD GENERATED {when} AS IDENTITY{options}; \
              SELECT setval(pg_get_serial_sequence({}, {}), current_setting({})::bigint) WHERE current_setting({}) <> ''",
             literal(&final_table),
             literal(name),
             literal(&setting),
             literal(&setting)
         ));
+    }
+}
+
+/// ` (INCREMENT BY ... CACHE ... CYCLE)`: the options of an identity's
+/// sequence that differ from Postgres's defaults, for the identity complete
+/// makes anew. Bounds at their type's limit are left out, so they widen
+/// with the column's type.
+fn identity_options(seq: &crate::catalog::OwnedSequence) -> String {
+    let (type_min, type_max) = match integer_rank(&seq.type_) {
+        1 => (i16::MIN as i64, i16::MAX as i64),
+        2 => (i32::MIN as i64, i32::MAX as i64),
+        _ => (i64::MIN, i64::MAX),
+    };
+    let mut parts = Vec::new();
+    if seq.increment != 1 {
+        parts.push(format!("INCREMENT BY {}", seq.increment));
+    }
+    let default_min = if seq.increment > 0 { 1 } else { type_min };
+    if seq.min != default_min {
+        parts.push(format!("MINVALUE {}", seq.min));
+    }
+    let default_max = if seq.increment > 0 { type_max } else { -1 };
+    if seq.max != default_max {
+        parts.push(format!("MAXVALUE {}", seq.max));
+    }
+    if seq.cache != 1 {
+        parts.push(format!("CACHE {}", seq.cache));
+    }
+    if seq.cycle {
+        parts.push("CYCLE".to_string());
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(" "))
     }
 }
 

@@ -71,6 +71,11 @@ pub(super) fn tables() -> BTreeMap<String, TableInfo> {
                     schema: "public".into(),
                     name: "users_id_seq".into(),
                     type_: "integer".into(),
+                    increment: 1,
+                    min: 1,
+                    max: i32::MAX as i64,
+                    cache: 1,
+                    cycle: false,
                 }),
                 comment: Some("The user's number".into()),
                 ..column(
