@@ -465,3 +465,41 @@ async fn a_referenced_key_becomes_bigint_under_pgbench_load() {
     assert_eq!(broken, 0);
     m.close().await.unwrap();
 }
+
+/// Hostile names survive the carry-over: quotes, spaces, semicolons, case
+/// and a 63-byte name (whose temporary name is shortened with a hash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_are_carried_verbatim() {
+    let long = "i".repeat(63);
+    let lab = Lab::new(&format!(
+        r#"CREATE TABLE "Order Items" ("Id" serial PRIMARY KEY, "Amount ($)" integer NOT NULL,
+             CONSTRAINT "chk; DROP TABLE x" CHECK ("Amount ($)" >= 0));
+           CREATE INDEX "{long}" ON "Order Items" (("Amount ($)" + 1)) WHERE "Amount ($)" > 0;
+           CREATE UNIQUE INDEX "we""ird" ON "Order Items" ("Amount ($)", "Id");
+           CREATE TABLE "Refs" ("Item" integer REFERENCES "Order Items" ("Id"));
+           INSERT INTO "Order Items" ("Amount ($)") SELECT g FROM generate_series(1, 100) g;
+           INSERT INTO "Refs" SELECT g FROM generate_series(1, 100) g;"#
+    ))
+    .await;
+    let admin = lab.admin().await;
+    let shape = "SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+                 WHERE connamespace = 'public'::regnamespace
+                 UNION ALL SELECT pg_get_indexdef(indexrelid) FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = 'public'::regnamespace
+                 ORDER BY 1";
+    let before = harness::texts(&admin, shape).await;
+    let file = lab.file(
+        "02_hostile.json",
+        r#"{"operations": [
+          {"alter_column": {"table": "Order Items", "column": "Amount ($)", "type": "bigint"}},
+          {"alter_column": {"table": "Order Items", "column": "Id", "type": "bigint"}}
+        ]}"#,
+    );
+    let snapshot = lab.snapshot().await;
+    lab.start(&file).await;
+    lab.rollback().await;
+    assert_same_catalog(&snapshot, &lab.snapshot().await);
+    lab.start(&file).await;
+    lab.complete().await;
+    assert_eq!(harness::texts(&admin, shape).await, before);
+}
