@@ -318,8 +318,15 @@ impl Migrator {
         let schema = self.schema().to_string();
         let active = self.active_or_err().await?;
         match active.phase {
+            // `--skip-verify` skips this too: a NULL the new version wrote
+            // on purpose looks like a row the backfill missed.
             Phase::Active => {
-                for check in &plan_of(&active)?.verify {
+                let converted = if check == Check::Verify {
+                    plan_of(&active)?.verify
+                } else {
+                    Vec::new()
+                };
+                for check in &converted {
                     let count: i64 = self.client.query_one(check.sql.as_str(), &[]).await?.get(0);
                     if count > 0 {
                         return Err(MigrateError::NotConverted {

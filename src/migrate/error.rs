@@ -73,7 +73,7 @@ pub enum MigrateError {
         hint: String,
     },
     #[error(
-        "{count} row(s) of {what} are not converted yet; run `pgshift start` again to finish the backfill, then complete"
+        "{count} row(s) of {what} are NULL where `up` gives a value: not converted yet (run `pgshift start` again to finish the backfill, then complete), or written around the dual-write trigger (touch them: `UPDATE ... SET col = col`); if the new version wrote those NULLs on purpose, complete with --skip-verify"
     )]
     NotConverted { what: String, count: i64 },
     #[error(

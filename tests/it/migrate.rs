@@ -1181,12 +1181,40 @@ async fn complete_refuses_unconverted_rows() {
         matches!(err, MigrateError::NotConverted { count: 1, .. }),
         "{err}"
     );
-    // Touching the row runs the trigger; then complete goes through.
+    assert!(err.to_string().contains("--skip-verify"), "{err}");
+    // Touching the row runs the trigger; that row is converted then.
     admin
         .batch_execute("UPDATE users SET name = name WHERE name = 'sneaky'")
         .await
         .unwrap();
-    lab.complete().await;
+    // A NULL the new version writes on purpose looks the same to the
+    // check; --skip-verify is the way past it, and keeps the NULL.
+    let new = lab.client(Some("01_users"), "baseline").await;
+    new.batch_execute("INSERT INTO users (name, rating, shout) VALUES ('quiet', '1', NULL)")
+        .await
+        .unwrap();
+    let err = lab
+        .migrator()
+        .await
+        .complete(Pinned::Refuse)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, MigrateError::NotConverted { count: 1, .. }),
+        "{err}"
+    );
+    drop(new);
+    lab.migrator()
+        .await
+        .complete_checked(Pinned::Refuse, pgshift::migrate::engine::Check::Skip)
+        .await
+        .unwrap();
+    let shouts = harness::texts(
+        &admin,
+        "SELECT name || ' ' || coalesce(shout, '-') FROM users WHERE name IN ('sneaky', 'quiet') ORDER BY name",
+    )
+    .await;
+    assert_eq!(shouts, ["quiet -", "sneaky SNEAKY"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
