@@ -118,13 +118,19 @@ def summary(lat: list[float]) -> tuple[float, float]:
     return lat[-1], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
 
 
-def reference(args) -> tuple[float, float, int, float]:
+def fresh(args) -> tuple[Bench, int, str]:
+    """A fresh cluster with the tables, and a proxy: (bench, proxy port, direct URL)."""
     bench = Bench(args)
+    bench.start_postgres()
+    port = bench.start_pgshift()
+    direct = f"postgres://postgres@127.0.0.1:{bench.pg_port}/postgres?sslmode=disable"
+    setup(direct, args.rows)
+    return bench, port, direct
+
+
+def reference(args) -> tuple[float, float, int, float]:
+    bench, port, direct = fresh(args)
     try:
-        bench.start_postgres()
-        port = bench.start_pgshift()
-        direct = f"postgres://postgres@127.0.0.1:{bench.pg_port}/postgres?sslmode=disable"
-        setup(direct, args.rows)
         load = Load(bench, port, "reference", args.clients, args.seconds, None)
         time.sleep(2)
         t0 = time.time()
@@ -142,12 +148,8 @@ def reference(args) -> tuple[float, float, int, float]:
 
 
 def pgshift(args) -> tuple[float, float, int, float]:
-    bench = Bench(args)
+    bench, port, direct = fresh(args)
     try:
-        bench.start_postgres()
-        port = bench.start_pgshift()
-        direct = f"postgres://postgres@127.0.0.1:{bench.pg_port}/postgres?sslmode=disable"
-        setup(direct, args.rows)
         path = os.path.join(tempfile.mkdtemp(prefix="pgshift-keyswap-"), "02_bigint.json")
         with open(path, "w") as f:
             f.write(MIGRATION)

@@ -4,26 +4,21 @@
 //! every index and constraint of its original (pgroll's `duplicate`).
 //!
 //! Column references are found in Postgres's own parse tree (libpg_query)
-//! and replaced at the token boundaries Postgres's own scanner finds, so an
-//! expression, an operator class, a collation or a predicate stays exactly
-//! as printed and only the columns' names change.
+//! and replaced at the token boundaries Postgres's own scanner finds
+//! ([`super::expr`]'s splice), so an expression, an operator class, a
+//! collation or a predicate stays exactly as printed and only the columns'
+//! names change.
 
 use pg_query::NodeEnum;
 use pg_query::protobuf::Token;
 
+use super::expr::{Edit, column_edits, splice};
 use crate::catalog::References;
 use crate::quote::{ident, qualified};
 use crate::rewrite::{Lite, Tokens};
 
 /// Maps a column name to its replacement, or `None` to keep it.
 pub type Rename<'a> = &'a dyn Fn(&str) -> Option<String>;
-
-/// One replacement of the bytes `start..end`.
-struct Edit {
-    start: usize,
-    end: usize,
-    text: String,
-}
 
 /// `CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS <name> ON ...`: the
 /// index that `def` (a `pg_get_indexdef` text) defines, named `name` and
@@ -51,7 +46,7 @@ pub fn index(def: &str, name: &str, rename: Rename) -> Result<(String, Vec<Strin
     };
     let tokens = Tokens::scan(def, true).ok_or_else(|| format!("cannot scan {def:?}"))?;
     let toks = tokens.all();
-    let mut edits = column_refs(&Lite::of(stmt.as_ref()), &tokens, 0, rename);
+    let mut edits = column_edits(&Lite::of(stmt.as_ref()), &tokens, rename);
     // The name follows INDEX (pg_get_indexdef always prints one).
     let index_kw = toks
         .iter()
@@ -60,11 +55,11 @@ pub fn index(def: &str, name: &str, rename: Rename) -> Result<(String, Vec<Strin
     let name_tok = tokens
         .significant(index_kw + 1)
         .ok_or_else(|| format!("no index name in {def:?}"))?;
-    edits.push(Edit {
-        start: toks[name_tok].start,
-        end: toks[name_tok].end,
-        text: format!("CONCURRENTLY IF NOT EXISTS {}", ident(name)),
-    });
+    edits.push((
+        toks[name_tok].start,
+        toks[name_tok].end,
+        format!("CONCURRENTLY IF NOT EXISTS {}", ident(name)),
+    ));
     // Plain key columns (IndexElem.name) carry no location: each is the
     // first token of its element in the first parenthesised list.
     let open = toks
@@ -128,7 +123,7 @@ pub fn check(def: &str, rename: Rename) -> Result<String, String> {
         .and_then(|s| s.stmt.as_ref())
         .ok_or_else(|| format!("{def:?} is not a constraint"))?;
     let tokens = Tokens::scan(&text, true).ok_or_else(|| format!("cannot scan {def:?}"))?;
-    let edits = column_refs(&Lite::of(stmt.as_ref()), &tokens, 0, rename);
+    let edits = column_edits(&Lite::of(stmt.as_ref()), &tokens, rename);
     Ok(splice(&text, edits)[prefix.len()..].to_string())
 }
 
@@ -177,38 +172,6 @@ pub fn deferral(deferrable: bool, deferred: bool) -> String {
     }
 }
 
-/// Edits for every column reference (`ColumnRef`, unqualified or by its
-/// last part) of `tree` that `rename` maps; locations are offsets in the
-/// text `tokens` came from, less `base`.
-fn column_refs(tree: &Lite, tokens: &Tokens, base: usize, rename: Rename) -> Vec<Edit> {
-    let mut edits = Vec::new();
-    tree.walk(|node, _| {
-        if node.kind() != Some("ColumnRef") {
-            return;
-        }
-        let Some(fields) = Lite::names(node.list("fields")) else {
-            return;
-        };
-        let (Some(last), Some(at)) = (fields.last(), node.location()) else {
-            return;
-        };
-        let Some(new) = rename(last) else { return };
-        let Some(parts) = tokens
-            .at(at + base)
-            .and_then(|i| tokens.name_parts(i, fields.len()))
-        else {
-            return;
-        };
-        let tok = tokens.all()[*parts.last().expect("one part at least")];
-        edits.push(Edit {
-            start: tok.start,
-            end: tok.end,
-            text: ident(&new),
-        });
-    });
-    edits
-}
-
 /// Edits for the elements of the list that opens at token `open` whose
 /// plain column name (`names[i]`, empty for an expression) `rename` maps,
 /// adding each new name to `renamed` once; returns the index of the
@@ -251,30 +214,12 @@ fn elements(
             .significant(start)
             .filter(|&i| toks[i].is_name())
             .ok_or_else(|| format!("column {name:?} is not where the list has it"))?;
-        edits.push(Edit {
-            start: toks[at].start,
-            end: toks[at].end,
-            text: ident(&new),
-        });
+        edits.push((toks[at].start, toks[at].end, ident(&new)));
         if !renamed.contains(&new) {
             renamed.push(new);
         }
     }
     Ok(close)
-}
-
-/// `text` with `edits` applied (they do not overlap).
-fn splice(text: &str, mut edits: Vec<Edit>) -> String {
-    edits.sort_by_key(|e| e.start);
-    let mut out = String::with_capacity(text.len() + 32);
-    let mut at = 0;
-    for e in edits {
-        out.push_str(&text[at..e.start]);
-        out.push_str(&e.text);
-        at = e.end;
-    }
-    out.push_str(&text[at..]);
-    out
 }
 
 #[cfg(test)]

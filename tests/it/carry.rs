@@ -9,7 +9,7 @@ use std::time::Duration;
 use pgshift::migrate::engine::{Migrator, Settings};
 
 use crate::harness::{self, Env};
-use crate::migrate::{Lab, assert_same_catalog};
+use crate::migrate::{Lab, assert_same_catalog, round_trip};
 
 /// Customers with a serial key, a unique email and a check over the key;
 /// orders and invoices referencing them (one deferrable), with a partial
@@ -71,12 +71,7 @@ async fn every_index_and_constraint_follows_a_key_to_bigint() {
     let file = lab.file("02_bigint.json", BIGINT);
 
     // Rollback leaves the catalog exactly as it was.
-    let before = lab.snapshot().await;
-    lab.start(&file).await;
-    lab.rollback().await;
-    assert_same_catalog(&before, &lab.snapshot().await);
-
-    lab.start(&file).await;
+    round_trip(&lab, &file).await;
     let old = lab.client(None, "baseline").await;
     let new = lab.client(Some("02_bigint"), "baseline").await;
     // Both versions write customers and the orders that reference them.
@@ -255,11 +250,7 @@ async fn an_identity_key_becomes_bigint_and_goes_on_counting() {
           {"alter_column": {"table": "notes", "column": "ticket_id", "type": "bigint"}}
         ]}"#,
     );
-    let before = lab.snapshot().await;
-    lab.start(&file).await;
-    lab.rollback().await;
-    assert_same_catalog(&before, &lab.snapshot().await);
-    lab.start(&file).await;
+    round_trip(&lab, &file).await;
     let old = lab.client(None, "baseline").await;
     let new = lab.client(Some("02_ids"), "baseline").await;
     let mut ids = Vec::new();
@@ -495,11 +486,7 @@ async fn hostile_names_are_carried_verbatim() {
           {"alter_column": {"table": "Order Items", "column": "Id", "type": "bigint"}}
         ]}"#,
     );
-    let snapshot = lab.snapshot().await;
-    lab.start(&file).await;
-    lab.rollback().await;
-    assert_same_catalog(&snapshot, &lab.snapshot().await);
-    lab.start(&file).await;
+    round_trip(&lab, &file).await;
     lab.complete().await;
     assert_eq!(harness::texts(&admin, shape).await, before);
 }

@@ -4,11 +4,11 @@
 //! `name` renames the column, alone as `rename_column` does, or with the
 //! other changes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use crate::migrate::expr;
 use crate::migrate::format::{self, Column};
 use crate::migrate::plan::{ColumnChange, Planner};
-use crate::migrate::redefine;
 
 impl Planner<'_> {
     pub(super) fn alter_column(&mut self, at: &str, a: &format::AlterColumn) {
@@ -84,15 +84,11 @@ pub(super) fn renamed_check(
     if new_name == a.column {
         return Ok(Some(check.clone()));
     }
-    let renamed = |col: &str| (col == a.column).then(|| new_name.to_string());
-    let def = redefine::check(&format!("CHECK ({})", check.constraint), &renamed)
+    let renamed = BTreeMap::from([(a.column.clone(), new_name.to_string())]);
+    let constraint = expr::rename_columns(&check.constraint, &renamed)
         .map_err(|e| format!("check {:?}: {e}", check.name))?;
     Ok(Some(format::CheckConstraint {
-        constraint: def
-            .strip_prefix("CHECK (")
-            .and_then(|d| d.strip_suffix(')'))
-            .unwrap_or(&check.constraint)
-            .to_string(),
+        constraint,
         ..check.clone()
     }))
 }

@@ -62,10 +62,7 @@ impl Planner<'_> {
         let mut judged: BTreeSet<String> = BTreeSet::new();
         let tables = self.cx.tables;
         for (table, info) in tables {
-            let shape = self
-                .shapes
-                .iter()
-                .position(|s| s.old_name.is_some() && &s.physical == table);
+            let shape = self.shape_of_physical(table);
             if shape.is_some_and(|s| self.shapes[s].dropped) {
                 continue;
             }
@@ -138,8 +135,8 @@ impl Planner<'_> {
     }
 
     /// Plans the rebuild of `c` at `site`, or reports why it cannot be
-    /// rebuilt; true when it is.
-    fn carry(&mut self, site: &Site, c: &Covering, renames: &Renames) -> bool {
+    /// rebuilt.
+    fn carry(&mut self, site: &Site, c: &Covering, renames: &Renames) {
         let local = |col: &str| site.local.and_then(|m| m.get(col)).cloned();
         let temp = names::carried(&c.name);
         let table = self.table_q(&site.table);
@@ -153,7 +150,6 @@ impl Planner<'_> {
                         c.name, site.table
                     ),
                 );
-                false
             }
             CoveringKind::Index | CoveringKind::PrimaryKey | CoveringKind::Unique => {
                 let def = c.index_def.as_deref().unwrap_or_default();
@@ -161,7 +157,7 @@ impl Planner<'_> {
                     Ok(built) => built,
                     Err(e) => {
                         self.problem(&site.at, format!("index {:?}: {e}", c.name));
-                        return false;
+                        return;
                     }
                 };
                 self.concurrent.push(Step::Concurrent {
@@ -203,7 +199,6 @@ impl Planner<'_> {
                         ident(&c.name)
                     ));
                 }
-                true
             }
             CoveringKind::Check => {
                 let def = c.check.as_deref().unwrap_or_default();
@@ -211,7 +206,7 @@ impl Planner<'_> {
                     Ok(def) => def,
                     Err(e) => {
                         self.problem(&site.at, format!("check {:?}: {e}", c.name));
-                        return false;
+                        return;
                     }
                 };
                 // Once the triggers fill the duplicates, as the NOT NULL checks.
@@ -228,7 +223,6 @@ impl Planner<'_> {
                     ),
                 });
                 self.replace_constraint(site, c, &temp);
-                true
             }
             CoveringKind::ForeignKey => self.carry_foreign_key(site, c, renames),
         }
@@ -236,7 +230,7 @@ impl Planner<'_> {
 
     /// A foreign key whose columns, or whose referenced columns, are
     /// duplicated: added NOT VALID after the backfill.
-    fn carry_foreign_key(&mut self, site: &Site, c: &Covering, renames: &Renames) -> bool {
+    fn carry_foreign_key(&mut self, site: &Site, c: &Covering, renames: &Renames) {
         let r = c.references.as_ref().expect("a foreign key references");
         if r.delete_set_columns {
             self.problem(
@@ -246,7 +240,7 @@ impl Planner<'_> {
                     c.name, site.table
                 ),
             );
-            return false;
+            return;
         }
         let remote = (r.schema == self.cx.schema)
             .then(|| renames.get(&r.table))
@@ -263,7 +257,7 @@ impl Planner<'_> {
                     c.name, site.table, r.table
                 ),
             );
-            return false;
+            return;
         }
         let map = |cols: &[String], renames: Option<&BTreeMap<String, String>>| -> Vec<String> {
             cols.iter()
@@ -298,7 +292,6 @@ impl Planner<'_> {
             ),
         });
         self.replace_constraint(site, c, &temp);
-        true
     }
 
     /// Complete's part for a rebuilt check or foreign key: validated before
@@ -328,10 +321,8 @@ impl Planner<'_> {
     fn keeps_unique_key(&self, table: &str, columns: &[String]) -> bool {
         let want: BTreeSet<&String> = columns.iter().collect();
         let dropping = self
-            .shapes
-            .iter()
-            .find(|s| s.old_name.is_some() && s.physical == table)
-            .map(|s| &s.dropping);
+            .shape_of_physical(table)
+            .map(|s| &self.shapes[s].dropping);
         self.cx.tables.get(table).is_some_and(|t| {
             t.covering.iter().any(|k| {
                 matches!(k.kind, CoveringKind::PrimaryKey | CoveringKind::Unique)
@@ -341,11 +332,16 @@ impl Planner<'_> {
         })
     }
 
-    /// The new-version name of a table's duplicate (physical) column.
-    fn final_column(&self, table: &str, duplicate: &str) -> Option<String> {
+    /// The shape of the existing table whose physical name is `table`.
+    fn shape_of_physical(&self, table: &str) -> Option<usize> {
         self.shapes
             .iter()
-            .find(|s| s.old_name.is_some() && s.physical == table)?
+            .position(|s| s.old_name.is_some() && s.physical == table)
+    }
+
+    /// The new-version name of a table's duplicate (physical) column.
+    fn final_column(&self, table: &str, duplicate: &str) -> Option<String> {
+        self.shapes[self.shape_of_physical(table)?]
             .new_cols
             .iter()
             .find(|(_, p)| p == duplicate)

@@ -148,21 +148,12 @@ impl Planner<'_> {
             });
         }
         if let Some(fk) = &col.references {
-            let target = self.resolve_table(&fk.table);
-            let mut sql = format!(
-                "ALTER TABLE {table} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+            let sql = format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {} FOREIGN KEY ({}) {} NOT VALID",
                 ident(&fk.name),
                 ident(physical),
-                self.table_q(&target),
-                ident(&fk.column)
+                self.column_references(fk)
             );
-            push_fk_options(
-                &mut sql,
-                fk.match_type.as_deref(),
-                fk.on_delete.as_deref(),
-                fk.on_update.as_deref(),
-            );
-            sql.push_str(" NOT VALID");
             self.expand.push(Step::Sql { sql });
             self.validate.push(Step::Sql {
                 sql: format!(

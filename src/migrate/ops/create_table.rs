@@ -1,7 +1,6 @@
 //! Plans `create_table`: the table is created under a temporary name that
 //! only the new version sees, and renamed at complete.
 
-use super::push_fk_options;
 use crate::migrate::format;
 use crate::migrate::names;
 use crate::migrate::plan::{Planner, Shape, Step};
@@ -138,19 +137,11 @@ impl Planner<'_> {
             ));
         }
         if let Some(fk) = &col.references {
-            let target = self.resolve_table(&fk.table);
             d.push_str(&format!(
-                " CONSTRAINT {} REFERENCES {} ({})",
+                " CONSTRAINT {} {}",
                 ident(&fk.name),
-                self.table_q(&target),
-                ident(&fk.column)
+                self.column_references(fk)
             ));
-            push_fk_options(
-                &mut d,
-                fk.match_type.as_deref(),
-                fk.on_delete.as_deref(),
-                fk.on_update.as_deref(),
-            );
         }
         d
     }

@@ -148,19 +148,11 @@ impl Planner<'_> {
             ));
         }
         if let Some(fk) = &a.references {
-            let mut sql = format!(
-                "ADD CONSTRAINT {} FOREIGN KEY ({col}) REFERENCES {} ({})",
+            clauses.push(format!(
+                "ADD CONSTRAINT {} FOREIGN KEY ({col}) {}",
                 ident(&fk.name),
-                self.table_q(&self.resolve_table(&fk.table)),
-                ident(&fk.column)
-            );
-            super::push_fk_options(
-                &mut sql,
-                fk.match_type.as_deref(),
-                fk.on_delete.as_deref(),
-                fk.on_update.as_deref(),
-            );
-            clauses.push(sql);
+                self.column_references(fk)
+            ));
         }
         let table = self.table_q(&self.shapes[s].physical.clone());
         match &a.comment {

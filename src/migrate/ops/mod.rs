@@ -50,6 +50,27 @@ impl Planner<'_> {
     }
 }
 
+impl Planner<'_> {
+    /// `REFERENCES <table> (<column>) [MATCH ...] [ON DELETE ...] [ON
+    /// UPDATE ...]`: a column's foreign key, the table as it is named
+    /// while start runs (a table this migration creates or renames by its
+    /// physical name).
+    fn column_references(&self, fk: &crate::migrate::format::ForeignKeyReference) -> String {
+        let mut sql = format!(
+            "REFERENCES {} ({})",
+            self.table_q(&self.resolve_table(&fk.table)),
+            crate::quote::ident(&fk.column)
+        );
+        push_fk_options(
+            &mut sql,
+            fk.match_type.as_deref(),
+            fk.on_delete.as_deref(),
+            fk.on_update.as_deref(),
+        );
+        sql
+    }
+}
+
 /// Appends a foreign key's `MATCH`, `ON DELETE` and `ON UPDATE` clauses.
 fn push_fk_options(
     sql: &mut String,
