@@ -490,3 +490,79 @@ async fn hostile_names_are_carried_verbatim() {
     lab.complete().await;
     assert_eq!(harness::texts(&admin, shape).await, before);
 }
+
+/// Production's shape: the owner changes `orders.id` and the key that
+/// references it to bigint while `app` (no ownership, SCRAM password)
+/// writes through the proxy on both versions; after complete `app` still
+/// writes, with the sequence grant kept, and every write is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_role_writes_through_a_key_to_bigint() {
+    use pgshift::migrate::engine::Pinned;
+    let shop = crate::production::Shop::open().await;
+    shop.env
+        .direct()
+        .await
+        .batch_execute(
+            "SET ROLE owner;
+             CREATE TABLE lines (id serial PRIMARY KEY, order_id integer NOT NULL REFERENCES orders, qty integer);
+             INSERT INTO lines (order_id, qty) SELECT id, 1 FROM orders;
+             RESET ROLE;",
+        )
+        .await
+        .unwrap();
+    let file = shop.dir.path().join("02_keys.json");
+    std::fs::write(
+        &file,
+        r#"{"operations": [
+          {"alter_column": {"table": "orders", "column": "id", "type": "bigint"}},
+          {"alter_column": {"table": "lines", "column": "order_id", "type": "bigint"}}
+        ]}"#,
+    )
+    .unwrap();
+    let shop_ref = &shop;
+    let write = |tag: &'static str| async move {
+        let client = shop_ref
+            .app(if tag == "new" { Some("02_keys") } else { None })
+            .await;
+        let id: i64 = client
+            .query_one(
+                "INSERT INTO orders (customer_name, amount, status) VALUES ($1, '1', 'new') RETURNING id::int8",
+                &[&tag],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: {e}"))
+            .get(0);
+        client
+            .execute(
+                &format!("INSERT INTO lines (order_id, qty) VALUES ({id}, 7)"),
+                &[],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: {e}"));
+    };
+    write("before").await;
+    let mut m = shop.migrator("owner").await;
+    m.start(&file).await.unwrap();
+    write("old").await;
+    write("new").await;
+    m.complete(Pinned::Refuse).await.unwrap();
+    m.close().await.unwrap();
+    write("after").await;
+    let admin = shop.env.direct().await;
+    let landed = harness::texts(
+        &admin,
+        "SELECT o.customer_name || ' ' || pg_typeof(o.id)::text || ' ' || l.qty
+         FROM orders o JOIN lines l ON l.order_id = o.id
+         WHERE o.customer_name IN ('before', 'old', 'new', 'after') ORDER BY o.id",
+    )
+    .await;
+    assert_eq!(
+        landed,
+        [
+            "before bigint 7",
+            "old bigint 7",
+            "new bigint 7",
+            "after bigint 7"
+        ]
+    );
+}
