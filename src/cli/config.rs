@@ -76,6 +76,21 @@ pub fn resolve_proxy(cli: &ProxySettings, file: Option<&Path>) -> Result<ProxyCo
             merged.drain_timeout,
             &mut config.drain_timeout,
         ),
+        (
+            "server_idle_timeout",
+            merged.server_idle_timeout,
+            &mut config.pool.server_idle_timeout,
+        ),
+        (
+            "server_lifetime",
+            merged.server_lifetime,
+            &mut config.pool.server_lifetime,
+        ),
+        (
+            "query_wait_timeout",
+            merged.query_wait_timeout,
+            &mut config.pool.query_wait_timeout,
+        ),
     ];
     for (setting, raw, value) in timeouts {
         if let Some(raw) = raw {
@@ -98,6 +113,35 @@ pub fn resolve_proxy(cli: &ProxySettings, file: Option<&Path>) -> Result<ProxyCo
         .filter(|user| !user.is_empty())
         .collect();
     config.routes = from_file.routes;
+    if let Some(mode) = merged.pool_mode {
+        config.pool.mode = mode.parse().map_err(|reason| ConfigError::Invalid {
+            setting: "pool_mode",
+            value: mode.clone(),
+            reason,
+        })?;
+    }
+    config.pool.size = merged.pool_size.unwrap_or(config.pool.size);
+    config.pool.min_size = merged.min_pool_size.unwrap_or(config.pool.min_size);
+    config.pool.max_prepared_statements = merged
+        .max_prepared_statements
+        .unwrap_or(config.pool.max_prepared_statements);
+    at_least("pool_size", config.pool.size, 1, "")?;
+    at_least(
+        "max_prepared_statements",
+        config.pool.max_prepared_statements,
+        1,
+        "",
+    )?;
+    if config.pool.min_size > config.pool.size {
+        return Err(ConfigError::Invalid {
+            setting: "min_pool_size",
+            value: config.pool.min_size.to_string(),
+            reason: format!(
+                "it exceeds pool_size ({}); lower min_pool_size or raise pool_size",
+                config.pool.size
+            ),
+        });
+    }
     at_least("max_clients", config.max_clients, 1, "")?;
     at_least(
         "max_message_length",
@@ -225,6 +269,29 @@ pub struct ProxySettings {
     /// separated by commas [default: none]
     #[arg(long, env = "PGSHIFT_ADMIN_USERS")]
     pub admin_users: Option<String>,
+    /// session: a server connection per client; transaction: one per
+    /// transaction, from a pool per (database, user, version) [default: session]
+    #[arg(long, env = "PGSHIFT_POOL_MODE")]
+    pub pool_mode: Option<String>,
+    /// Most server connections per pool in transaction mode [default: 20]
+    #[arg(long, env = "PGSHIFT_POOL_SIZE")]
+    pub pool_size: Option<usize>,
+    /// Server connections a pool keeps however long they idle [default: 0]
+    #[arg(long, env = "PGSHIFT_MIN_POOL_SIZE")]
+    pub min_pool_size: Option<usize>,
+    /// Close a pooled server connection idle this long [default: 600s]
+    #[arg(long, env = "PGSHIFT_SERVER_IDLE_TIMEOUT")]
+    pub server_idle_timeout: Option<String>,
+    /// Replace a pooled server connection this old with the next login's [default: 3600s]
+    #[arg(long, env = "PGSHIFT_SERVER_LIFETIME")]
+    pub server_lifetime: Option<String>,
+    /// How long a client waits for a free server connection before it
+    /// gets SQLSTATE 53300 [default: 120s]
+    #[arg(long, env = "PGSHIFT_QUERY_WAIT_TIMEOUT")]
+    pub query_wait_timeout: Option<String>,
+    /// Prepared statements kept per pooled server connection [default: 200]
+    #[arg(long, env = "PGSHIFT_MAX_PREPARED_STATEMENTS")]
+    pub max_prepared_statements: Option<usize>,
 }
 
 impl ProxySettings {
@@ -246,6 +313,15 @@ impl ProxySettings {
             workers: self.workers.or(other.workers),
             schema: self.schema.or(other.schema),
             admin_users: self.admin_users.or(other.admin_users),
+            pool_mode: self.pool_mode.or(other.pool_mode),
+            pool_size: self.pool_size.or(other.pool_size),
+            min_pool_size: self.min_pool_size.or(other.min_pool_size),
+            server_idle_timeout: self.server_idle_timeout.or(other.server_idle_timeout),
+            server_lifetime: self.server_lifetime.or(other.server_lifetime),
+            query_wait_timeout: self.query_wait_timeout.or(other.query_wait_timeout),
+            max_prepared_statements: self
+                .max_prepared_statements
+                .or(other.max_prepared_statements),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! writes (PostgreSQL docs, "Frontend/Backend Protocol"). No socket and no
 //! async runtime is touched here; `net` reads and writes the bytes.
 
+pub mod extended;
 pub mod frame;
 pub mod messages;
 pub mod startup;

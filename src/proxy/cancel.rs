@@ -26,7 +26,7 @@ pub struct CancelTarget {
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     next_pid: AtomicI32,
-    map: DashMap<i32, (i32, CancelTarget)>,
+    map: DashMap<i32, (i32, Option<CancelTarget>)>,
 }
 
 /// A key handed to one client; dropping it unregisters the key.
@@ -49,7 +49,7 @@ impl CancelRegistry {
             .wrapping_add(1)
             & 0x7fff_ffff;
         let secret: i32 = rand::random();
-        self.map.insert(pid, (secret, target));
+        self.map.insert(pid, (secret, Some(target)));
         CancelKey {
             registry: Arc::clone(self),
             pid,
@@ -61,7 +61,10 @@ impl CancelRegistry {
     pub fn lookup(&self, pid: i32, secret: &[u8]) -> Option<CancelTarget> {
         let entry = self.map.get(&pid)?;
         let (ours, target) = entry.value();
-        (secret == ours.to_be_bytes()).then(|| target.clone())
+        if secret != ours.to_be_bytes() {
+            return None;
+        }
+        target.clone()
     }
 }
 
@@ -71,7 +74,16 @@ impl CancelKey {
         self.registry
             .map
             .get(&self.pid)
-            .map(|entry| entry.value().1.clone())
+            .and_then(|entry| entry.value().1.clone())
+    }
+
+    /// Points the key at `target`: the server a pooled client holds for
+    /// its transaction, or none between transactions (a CancelRequest then
+    /// has nothing to cancel, as a direct one would not).
+    pub fn retarget(&self, target: Option<CancelTarget>) {
+        if let Some(mut entry) = self.registry.map.get_mut(&self.pid) {
+            entry.value_mut().1 = target;
+        }
     }
 }
 

@@ -50,6 +50,76 @@ pub struct ProxyConfig {
     /// Postgres roles that may open the admin console (database `pgshift`);
     /// Postgres itself checks their password.
     pub admin_users: Vec<String>,
+    /// Session or transaction pooling, and the pools' limits.
+    pub pool: PoolSettings,
+}
+
+/// How client sessions get their server connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolMode {
+    /// One server connection per client session, for its whole life.
+    #[default]
+    Session,
+    /// A server connection per transaction (or per statement outside
+    /// one), taken from the pool of the client's (database, user, version)
+    /// and given back at ReadyForQuery with status `I`.
+    Transaction,
+}
+
+impl std::str::FromStr for PoolMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "session" => Ok(PoolMode::Session),
+            "transaction" => Ok(PoolMode::Transaction),
+            other => Err(format!(
+                "pool_mode {other:?} is not one of: session, transaction"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        })
+    }
+}
+
+/// The transaction pool's settings (pgbouncer's names where they exist).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub mode: PoolMode,
+    /// Most server connections per pool (database, user, version).
+    pub size: usize,
+    /// Server connections a pool keeps however long they idle or live.
+    pub min_size: usize,
+    /// A server idle this long is closed (above `min_size`).
+    pub server_idle_timeout: Duration,
+    /// A server this old is replaced by the next login's (above `min_size`).
+    pub server_lifetime: Duration,
+    /// How long a client waits for a server before it gets SQLSTATE 53300.
+    pub query_wait_timeout: Duration,
+    /// Prepared statements kept per server; the least recently used one
+    /// is closed on the server to make room.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            mode: PoolMode::Session,
+            size: 20,
+            min_size: 0,
+            server_idle_timeout: Duration::from_secs(600),
+            server_lifetime: Duration::from_secs(3600),
+            query_wait_timeout: Duration::from_secs(120),
+            max_prepared_statements: 200,
+        }
+    }
 }
 
 impl ProxyConfig {
@@ -71,6 +141,7 @@ impl ProxyConfig {
             schema: "public".to_string(),
             routes: Vec::new(),
             admin_users: Vec::new(),
+            pool: PoolSettings::default(),
         }
     }
 }

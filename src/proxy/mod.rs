@@ -11,6 +11,7 @@ mod fuzz;
 pub mod latency;
 mod oversized;
 mod placement;
+pub mod pool;
 pub mod registry;
 mod relay;
 mod rewriter;
@@ -87,6 +88,14 @@ pub enum SessionError {
         "database \"pgshift\" is pgshift's admin console, and {0:?} is not one of its admin_users"
     )]
     NotAdmin(String),
+    #[error("no server connection of this pool became free within query_wait_timeout ({0:?})")]
+    PoolWait(Duration),
+    #[error(
+        "the pool for schema version {0:?} has no server connection left (Postgres closed them)"
+    )]
+    PoolEmpty(String),
+    #[error("schema version {0:?} is no longer served; a complete or rollback removed it")]
+    VersionGone(String),
 }
 
 impl SessionError {
@@ -108,6 +117,9 @@ impl SessionError {
             SessionError::Killed(_) => "57P01",
             SessionError::ClientIo(_) => "08006",
             SessionError::NotAdmin(_) => "28000",
+            SessionError::PoolWait(_) => "53300",
+            SessionError::PoolEmpty(_) => "08006",
+            SessionError::VersionGone(_) => "57P01",
         }
     }
 
@@ -134,6 +146,15 @@ impl SessionError {
             SessionError::NotAdmin(_) => Some(
                 "Connect as a role listed in admin_users (--admin-users, PGSHIFT_ADMIN_USERS), or to another database.",
             ),
+            SessionError::PoolWait(_) => Some(
+                "Every server connection is busy: shorten transactions, raise pool_size (within Postgres's max_connections), or raise query_wait_timeout.",
+            ),
+            SessionError::PoolEmpty(_) => Some(
+                "pgshift holds no password, so only a login opens server connections: reconnect.",
+            ),
+            SessionError::VersionGone(_) => {
+                Some("Reconnect: the new session gets a version that is served.")
+            }
             _ => None,
         }
     }
@@ -238,6 +259,8 @@ pub struct Shared {
     pub(crate) drain: watch::Receiver<Drain>,
     pub(crate) versions: Arc<versions::VersionWatch>,
     pub(crate) registry: Arc<registry::Registry>,
+    /// The transaction pools (`pool_mode = transaction`).
+    pub(crate) pools: Arc<pool::Pools>,
 }
 
 /// Serves clients from `listeners` until `shutdown` resolves, then drains:
@@ -277,6 +300,7 @@ pub async fn run(
         Arc::new(threads::SessionThreads::start(config.workers).map_err(ProxyError::Threads)?);
     let (drain_tx, drain_rx) = watch::channel(Drain::Running);
     let drain_timeout = config.drain_timeout;
+    let pools = Arc::new(pool::Pools::new(config.pool.clone()));
     let shared = Arc::new(Shared {
         clients: Arc::new(Semaphore::new(config.max_clients)),
         config,
@@ -286,7 +310,9 @@ pub async fn run(
         drain: drain_rx,
         versions: versions::spawn(upstream_config.clone(), config_schema.clone(), proxy_name),
         registry: Arc::clone(&session_registry),
+        pools: Arc::clone(&pools),
     });
+    let sweeping = tokio::spawn(pool::sweep_loop(pools, shared.versions.subscribe()));
     // Each connection task holds a sender; when all are dropped, all are done.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut accepting = tokio::task::JoinSet::new();
@@ -318,5 +344,7 @@ pub async fn run(
         done_rx.recv().await;
     }
     tracing::info!("all sessions closed");
+    sweeping.abort();
+    shared.pools.close_idle().await;
     Ok(())
 }

@@ -20,8 +20,14 @@ use crate::state::VERSION_SETTING;
 /// True when `sql` holds the word RESET or DISCARD (any case), not as part
 /// of a longer identifier such as `password_reset`.
 fn mentions_reset(sql: &[u8]) -> bool {
+    mentions_any(sql, &[b"reset", b"discard"])
+}
+
+/// True when `sql` holds one of `words` (lowercase ASCII, matched in any
+/// case) as a whole word: not as part of a longer identifier.
+pub(super) fn mentions_any(sql: &[u8], words: &[&[u8]]) -> bool {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    [&b"reset"[..], &b"discard"[..]].iter().any(|kw| {
+    words.iter().any(|kw| {
         sql.windows(kw.len()).enumerate().any(|(i, w)| {
             w.eq_ignore_ascii_case(kw)
                 && (i == 0 || !word(sql[i - 1]))
@@ -49,6 +55,9 @@ pub struct Placement {
     pub rewriter: Option<SessionRewriter>,
     /// The registry's record of the session, which publishes `on`.
     info: Option<Arc<SessionInfo>>,
+    /// True once the latest versions no longer serve `version` (a
+    /// complete or rollback removed it).
+    gone: bool,
 }
 
 impl Placement {
@@ -73,7 +82,18 @@ impl Placement {
             watching: true,
             rewriter: view.map(SessionRewriter::new),
             info,
+            gone: false,
         }
+    }
+
+    /// The version the session is pinned to.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// True once the latest versions no longer serve the session's version.
+    pub fn gone(&self) -> bool {
+        self.gone
     }
 
     /// Waits for the versions to change, then applies the change: the
@@ -99,6 +119,7 @@ impl Placement {
         let Some(versions) = self.versions.borrow_and_update().clone() else {
             return;
         };
+        self.gone = !versions.live().contains_key(&self.version);
         let (target, view) = crate::routing::placement(&versions, &self.version);
         if self.rewriter.as_ref().map(|r| r.view()) != view.as_ref() {
             let counts = self
@@ -130,14 +151,21 @@ impl Placement {
             return;
         }
         if mentions_reset(frame) {
-            self.on = self.at_startup.clone();
-            if let Some(info) = &self.info {
-                info.set_version_schema(self.on.clone());
-            }
-            let versions = self.versions.borrow().clone();
-            if let Some(versions) = versions {
-                self.aim(crate::routing::placement(&versions, &self.version).0);
-            }
+            self.back_at_startup();
+        }
+    }
+
+    /// Records that the session's search_path is the one its startup
+    /// packet set (after a `RESET search_path` of pgshift's own), and aims
+    /// a move again when its version has a schema to stand on.
+    pub fn back_at_startup(&mut self) {
+        self.on = self.at_startup.clone();
+        if let Some(info) = &self.info {
+            info.set_version_schema(self.on.clone());
+        }
+        let versions = self.versions.borrow().clone();
+        if let Some(versions) = versions {
+            self.aim(crate::routing::placement(&versions, &self.version).0);
         }
     }
 

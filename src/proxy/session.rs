@@ -85,6 +85,21 @@ pub async fn serve(
             established.backend_pid,
         )
     });
+    if shared.config.pool.mode == super::config::PoolMode::Transaction {
+        let (reason, in_transaction) =
+            super::pool::session::serve(&shared, established, registration.as_ref()).await;
+        tracing::info!(
+            client = %peer,
+            %user,
+            %database,
+            duration_ms = opened.elapsed().as_millis() as u64,
+            reason = %printable(&reason),
+            in_transaction,
+            pool_mode = "transaction",
+            "connection closed"
+        );
+        return;
+    }
     let (reason, state, rewrites) =
         relay_session(&shared, established, registration.as_ref()).await;
     tracing::info!(

@@ -49,6 +49,9 @@ pub struct Established {
     /// How the session's statement texts read, from the ParameterStatus
     /// messages of its startup (standard_conforming_strings).
     pub options: crate::rewrite::Options,
+    /// The tracked settings Postgres reported during the startup
+    /// (ParameterStatus), which a transaction pool keeps in step.
+    pub params: super::pool::server::Params,
 }
 
 /// How a connection that never became a session ended.
@@ -160,6 +163,7 @@ pub async fn handshake(
             route,
             console,
             options: auth.options,
+            params: auth.params,
         }),
         Ok(Err(AuthError::Refused)) => Err(Ended::Refused),
         Ok(Err(AuthError::Session(e))) | Err(e) => {
@@ -251,6 +255,7 @@ struct AuthDone {
     cancel_key: Option<CancelKey>,
     backend_pid: Option<i32>,
     options: crate::rewrite::Options,
+    params: super::pool::server::Params,
 }
 
 enum AuthError {
@@ -287,6 +292,7 @@ async fn relay_auth(
     let mut cancel_key = None;
     let mut backend_pid = None;
     let mut options = crate::rewrite::Options::default();
+    let mut params = super::pool::server::Params::new();
     loop {
         let frame = match read_message(upstream, &mut from_upstream, MAX_STARTUP_MESSAGE).await {
             Ok(Some(frame)) => frame,
@@ -331,9 +337,11 @@ async fn relay_auth(
                     cancel_key,
                     backend_pid,
                     options,
+                    params,
                 });
             }
             backend::PARAMETER_STATUS => {
+                super::pool::server::note_parameter(&mut params, &frame);
                 if let Some(("standard_conforming_strings", value)) =
                     messages::parameter_status(&frame)
                 {
