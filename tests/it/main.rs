@@ -21,6 +21,7 @@ mod migrate;
 mod moves;
 mod pace;
 mod parity;
+mod pooling;
 mod production;
 mod protocol;
 mod replica;

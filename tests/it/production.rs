@@ -63,11 +63,16 @@ pub struct Shop {
 
 impl Shop {
     pub async fn open() -> Shop {
+        Shop::open_with(|_| {}).await
+    }
+
+    /// [`Shop::open`] with the proxy's settings adjusted by `tweak`.
+    pub async fn open_with(tweak: impl FnOnce(&mut pgshift::proxy::config::ProxyConfig)) -> Shop {
         let options = ClusterOptions {
             hba: Some(HBA.to_string()),
             ..Default::default()
         };
-        let env = Env::with(options, |_| {}).await;
+        let env = Env::with(options, tweak).await;
         env.direct().await.batch_execute(SETUP).await.unwrap();
         Shop {
             env,

@@ -320,7 +320,18 @@ impl Pool {
                     Ok(Ok(permit)) => Ok(permit),
                     Ok(Err(_)) => return Err(Unavailable::Gone),
                     Err(_) if self.servers() == 0 => return Err(Unavailable::Empty),
-                    Err(_) => return Err(Unavailable::Timeout(wait)),
+                    Err(_) => {
+                        tracing::warn!(
+                            version = %self.key.version,
+                            user = %self.key.user,
+                            servers = self.servers(),
+                            idle = self.idle(),
+                            active = self.active.load(Ordering::Relaxed),
+                            waiting = self.waiting(),
+                            "a client waited query_wait_timeout for a server in vain"
+                        );
+                        return Err(Unavailable::Timeout(wait));
+                    }
                 }
             }
         };

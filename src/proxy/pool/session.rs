@@ -167,6 +167,12 @@ pub async fn serve(
         if session.buf[0] == frontend::TERMINATE {
             break End::Relay(RelayEnd::ClientTerminated);
         }
+        if let Some(reply) = session.prepare_locally(placement.as_mut()).await {
+            if let Err(e) = write_flush(&mut client_write, &reply).await {
+                break End::Relay(RelayEnd::ClientIo(e));
+            }
+            continue;
+        }
         let mut server = match session.checkout().await {
             Ok(server) => server,
             Err(e) => break End::Refused(e),
@@ -453,6 +459,65 @@ impl Session<'_> {
                 Err(e) => return Err(End::Relay(RelayEnd::ClientIo(e))),
             }
         }
+    }
+
+    /// Answers a batch of named Parse messages and a Sync (a synchronous
+    /// prepare, such as libpq's `PQprepare`) without a server: each
+    /// statement is recorded for the client and prepared on a server when
+    /// the client first binds or describes it. A client thread that blocks
+    /// on one connection's prepare while its other connections hold every
+    /// server (pgbench, -M prepared) would otherwise wait forever. The text
+    /// must pass Postgres's own parser here, so that a syntax error still
+    /// comes from the prepare; other errors (an unknown table) come from
+    /// the first use. Returns the replies, or `None` when the batch needs
+    /// a server.
+    async fn prepare_locally(&mut self, mut placement: Option<&mut Placement>) -> Option<Vec<u8>> {
+        let max = self.shared.config.max_message_length;
+        let mut at = 0;
+        let mut frames = Vec::new();
+        loop {
+            let len = next_frame(&self.buf[at..], max).ok()??;
+            let tag = self.buf[at];
+            frames.push(at..at + len);
+            at += len;
+            match tag {
+                frontend::PARSE => {}
+                frontend::SYNC => break,
+                _ => return None,
+            }
+        }
+        let options = crate::rewrite::Options {
+            standard_conforming_strings: self.standard_conforming_strings,
+        };
+        let mut parses = Vec::new();
+        for range in &frames[..frames.len() - 1] {
+            let frame = &self.buf[range.clone()];
+            let rewritten = match placement.as_deref_mut().and_then(|p| p.rewriter.as_mut()) {
+                Some(r) => r.rewrite_frame(frame, options).await,
+                None => None,
+            };
+            let frame = rewritten.unwrap_or_else(|| frame.to_vec());
+            let (name, body) = crate::protocol::extended::parse_name(&frame)?;
+            let (_, sql, _) = crate::protocol::messages::sql_of(&frame)?;
+            let sql = std::str::from_utf8(sql).ok()?;
+            if name.is_empty() || sql.len() > super::super::rewriter::INLINE_PARSE {
+                return None;
+            }
+            let mut parser = pg_query::ParserOptions::DEFAULT;
+            if !options.standard_conforming_strings {
+                parser |= pg_query::ParserOptions::DISABLE_STANDARD_CONFORMING_STRINGS;
+            }
+            pg_query::parse(sql, parser).ok()?;
+            parses.push((name.to_vec(), body.to_vec()));
+        }
+        let mut reply = Vec::new();
+        for (name, body) in parses {
+            self.statements.prepare(&name, &body);
+            reply.extend_from_slice(&crate::protocol::extended::PARSE_COMPLETE);
+        }
+        reply.extend_from_slice(&crate::protocol::messages::READY_IDLE);
+        self.buf.advance(at);
+        Some(reply)
     }
 
     /// A server from the pool, alive and put right for this client.

@@ -1,0 +1,390 @@
+//! Transaction pooling (`--pool-mode transaction`) against real Postgres:
+//! real drivers' prepared statements across servers, the number of
+//! backends, a session's state kept off other clients, cancel, waits, a
+//! backend that dies, a client that leaves mid-transaction, and the version
+//! pin through a migration in production's shape.
+
+use std::time::Duration;
+
+use pgshift::cluster::ClusterOptions;
+use pgshift::migrate::engine::Pinned;
+use pgshift::proxy::config::{PoolMode, ProxyConfig};
+use tokio_postgres::Client;
+
+use crate::harness::{self, Env};
+use crate::production::Shop;
+
+/// A proxy in transaction mode with `size` servers per pool.
+fn pooled(size: usize) -> impl FnOnce(&mut ProxyConfig) {
+    move |c: &mut ProxyConfig| {
+        c.pool.mode = PoolMode::Transaction;
+        c.pool.size = size;
+    }
+}
+
+/// Client backends other than the asking one's, as Postgres counts them.
+async fn backends(direct: &Client, user: &str) -> i64 {
+    direct
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE backend_type = 'client backend' AND usename = $1 AND pid <> pg_backend_pid()
+               AND application_name <> 'pgshift'",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn pgbench(env: &Env, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(harness::pg_program(env, "pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &env.proxy.port().to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(args)
+        .arg("postgres")
+        .output()
+        .await
+        .expect("pgbench must be installed");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pgbench {args:?} failed:\n{text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_in_every_query_mode_through_a_pool_of_two() {
+    let env = Env::with(ClusterOptions::default(), pooled(2)).await;
+    let direct = env.direct().await;
+    pgbench(&env, &["-i", "-s", "1", "-q"]).await;
+    for mode in ["simple", "extended", "prepared"] {
+        let text = pgbench(&env, &["-n", "-M", mode, "-c", "8", "-j", "2", "-t", "100"]).await;
+        assert!(
+            text.contains("number of transactions actually processed: 800/800"),
+            "{mode}:\n{text}"
+        );
+        assert!(
+            text.contains("number of failed transactions: 0"),
+            "{mode}:\n{text}"
+        );
+        // Eight clients were served by the pool's two servers (each
+        // login's own backend was closed once the pool was full).
+        assert!(
+            backends(&direct, "postgres").await <= 2,
+            "{mode}: more than the pool"
+        );
+    }
+    let count: i64 = direct
+        .query_one("SELECT count(*) FROM pgbench_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2400, "every transaction's write landed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clients_share_one_server_and_their_statements() {
+    let env = Env::with(ClusterOptions::default(), pooled(1)).await;
+    let direct = env.direct().await;
+    direct
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    // tokio-postgres prepares every query as a named statement, and
+    // closes it when the statement is dropped.
+    let mut clients = Vec::new();
+    for _ in 0..5 {
+        clients.push(env.connect().await);
+    }
+    let prepared: Vec<_> = {
+        let mut out = Vec::new();
+        for c in &clients {
+            out.push(c.prepare("INSERT INTO t VALUES ($1, $2)").await.unwrap());
+        }
+        out
+    };
+    for round in 0..20 {
+        for (i, (c, stmt)) in clients.iter().zip(&prepared).enumerate() {
+            let id = (round * 10 + i) as i32;
+            c.execute(stmt, &[&id, &format!("v{id}")]).await.unwrap();
+        }
+    }
+    // A statement that differs per client, under the same client name.
+    for (i, c) in clients.iter().enumerate() {
+        let row = c
+            .query_one(&format!("SELECT {i}::int + $1::int"), &[&100i32])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, i32>(0), 100 + i as i32);
+    }
+    let count: i64 = direct
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 100);
+    assert_eq!(backends(&direct, "postgres").await, 1);
+    // A failed Parse leaves the client and the server usable.
+    let e = clients[0].prepare("SELEC 1").await.unwrap_err();
+    assert_eq!(harness::sqlstate(&e), "42601");
+    let row = clients[0].query_one("SELECT 7", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_automatic_prepares_work_through_the_pool() {
+    let env = Env::with(ClusterOptions::default(), pooled(2)).await;
+    let script = r#"
+import sys, psycopg
+url = sys.argv[1]
+conns = [psycopg.connect(url, autocommit=True, prepare_threshold=0) for _ in range(6)]
+conns[0].execute("CREATE TABLE py (id int, v text)")
+for round in range(30):
+    for i, c in enumerate(conns):
+        c.execute("INSERT INTO py VALUES (%s, %s)", (round * 10 + i, f"r{round}"))
+        got = c.execute("SELECT count(*) FROM py WHERE id = %s", (round * 10 + i,)).fetchone()[0]
+        assert got == 1, got
+with conns[1].transaction():
+    conns[1].execute("INSERT INTO py VALUES (-1, 'tx')")
+    conns[1].execute("INSERT INTO py VALUES (-2, 'tx')")
+print(conns[2].execute("SELECT count(*) FROM py").fetchone()[0])
+"#;
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", script, &env.proxy_url("postgres", "postgres")])
+        .output()
+        .await
+        .expect("python3 must be installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "psycopg through the pool failed:\n{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "182");
+    assert!(backends(&env.direct().await, "postgres").await <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_setting_does_not_reach_the_next_client() {
+    let env = Env::with(ClusterOptions::default(), pooled(1)).await;
+    let a = env.connect().await;
+    let b = env.connect().await;
+    let path_before: String = b
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Session-level SETs on the one server the two clients share.
+    a.batch_execute("SET search_path = pg_catalog; SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .unwrap();
+    let row = b
+        .query_one(
+            "SELECT current_setting('search_path'), current_setting('TimeZone')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), path_before, "search_path leaked");
+    assert_ne!(row.get::<_, String>(1), "Asia/Tokyo", "TimeZone leaked");
+    // The tracked setting follows its client to whichever server it gets.
+    let zone: String = a
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(zone, "Asia/Tokyo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_server_running_the_query() {
+    let env = Env::with(ClusterOptions::default(), pooled(1)).await;
+    let a = env.connect().await;
+    let token = a.cancel_token();
+    let sleeping = tokio::spawn(async move { a.batch_execute("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    let e = tokio::time::timeout(Duration::from_secs(5), sleeping)
+        .await
+        .expect("the cancel stopped the query")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(harness::sqlstate(&e), "57014");
+    // The server went back to the pool.
+    let b = env.connect().await;
+    assert_eq!(harness::texts(&b, "SELECT 'served'").await, ["served"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_waits_too_long_is_told_why() {
+    let env = Env::with(ClusterOptions::default(), |c| {
+        pooled(1)(c);
+        c.pool.query_wait_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let a = env.connect().await;
+    let b = env.connect().await;
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let e = b.batch_execute("SELECT 1").await.unwrap_err();
+    assert_eq!(harness::sqlstate(&e), "53300", "{e}");
+    assert!(
+        harness::error_text(&e).contains("query_wait_timeout"),
+        "{e}"
+    );
+    a.batch_execute("COMMIT").await.unwrap();
+    let c = env.connect().await;
+    assert_eq!(harness::texts(&c, "SELECT 'after'").await, ["after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_transaction_leaves_nothing_behind() {
+    let env = Env::with(ClusterOptions::default(), pooled(1)).await;
+    let direct = env.direct().await;
+    direct
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    let a = env.connect().await;
+    a.batch_execute("BEGIN; INSERT INTO t VALUES (1); LOCK t")
+        .await
+        .unwrap();
+    drop(a);
+    // The one server is rolled back and serves the next client.
+    let b = env.connect().await;
+    b.batch_execute("SET lock_timeout = '2s'; INSERT INTO t VALUES (2)")
+        .await
+        .unwrap();
+    assert_eq!(
+        harness::texts(&b, "SELECT string_agg(id::text, ',') FROM t").await,
+        ["2"]
+    );
+    assert_eq!(backends(&direct, "postgres").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_dies_is_dropped_and_a_login_brings_a_new_one() {
+    let env = Env::with(ClusterOptions::default(), pooled(1)).await;
+    let direct = env.direct().await;
+    let a = env.connect().await;
+    assert_eq!(harness::texts(&a, "SELECT 'one'").await, ["one"]);
+    direct
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+               AND usename = 'postgres' AND application_name <> 'pgshift'",
+        )
+        .await
+        .unwrap();
+    assert!(
+        harness::eventually(Duration::from_secs(5), || async {
+            backends(&direct, "postgres").await == 0
+        })
+        .await
+    );
+    let e = a.batch_execute("SELECT 'two'").await.unwrap_err();
+    assert_eq!(harness::sqlstate(&e), "08006", "{e}");
+    let b = env.connect().await;
+    assert_eq!(harness::texts(&b, "SELECT 'three'").await, ["three"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_keep_their_pools_through_a_migration() {
+    let shop = Shop::open_with(pooled(2)).await;
+    let direct = shop.env.direct().await;
+    // Old-version clients, connected before the migration.
+    let mut old = Vec::new();
+    for _ in 0..4 {
+        old.push(shop.app(None).await);
+    }
+    for c in &old {
+        c.batch_execute("UPDATE orders SET status = 'seen' WHERE id = 1")
+            .await
+            .unwrap();
+    }
+    shop.start("owner").await;
+    let mut new = Vec::new();
+    for _ in 0..4 {
+        new.push(shop.app(Some("02_amounts")).await);
+    }
+    for round in 0..10 {
+        for (o, n) in old.iter().zip(&new) {
+            let amount: String = o
+                .query_one("SELECT amount FROM orders WHERE id = 2", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(amount, "2.50", "the old version sees text");
+            let typed: String = n
+                .query_one(
+                    "SELECT pg_typeof(amount)::text FROM orders WHERE id = 2",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(typed, "numeric", "the new version sees numeric");
+            n.execute(
+                "INSERT INTO orders (customer_name, amount) VALUES ($1, 3.5)",
+                &[&format!("new {round}")],
+            )
+            .await
+            .unwrap();
+            let version: String = o
+                .query_one("SELECT current_setting('pgshift.version')", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_ne!(version, "02_amounts");
+        }
+    }
+    // Each version's pool has at most two servers.
+    assert!(backends(&direct, "app").await <= 4);
+    // Old-version clients are still connected: complete refuses, as in
+    // session mode.
+    let mut m = shop.migrator("owner").await;
+    let refused = m.complete(Pinned::Refuse).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("02_amounts") || refused.to_string().contains("pinned"),
+        "{refused}"
+    );
+    drop(old);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    m.complete(Pinned::Refuse).await.unwrap();
+    m.close().await.unwrap();
+    // The old version's servers are closed; the new version's serve on.
+    assert!(
+        harness::eventually(Duration::from_secs(5), || async {
+            backends(&direct, "app").await <= 2
+        })
+        .await,
+        "the old version's servers were not closed"
+    );
+    let typed: String = new[0]
+        .query_one(
+            "SELECT pg_typeof(amount)::text FROM orders WHERE customer_name = 'new 9' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(typed, "numeric");
+    let count: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM orders WHERE customer_name LIKE 'new %'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 40, "every write of the new version landed");
+}
