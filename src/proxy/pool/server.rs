@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -118,10 +118,9 @@ impl Server {
         let mut byte = [0u8; 1];
         let mut read = ReadBuf::new(&mut byte);
         let mut cx = Context::from_waker(Waker::noop());
-        match Pin::new(&mut self.stream).poll_read(&mut cx, &mut read) {
-            Poll::Pending => true,
-            Poll::Ready(_) => false,
-        }
+        Pin::new(&mut self.stream)
+            .poll_read(&mut cx, &mut read)
+            .is_pending()
     }
 
     /// Puts the server right for a client whose tracked settings are

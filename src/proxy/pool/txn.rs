@@ -278,15 +278,11 @@ impl Txn {
                 }
                 _ => {}
             },
-            b'2' | b'C' | b'I' | b's' if !in_simple => {
-                if head == Some(&Expect::Reply) {
-                    self.expect.pop_front();
-                }
+            b'2' | b'C' | b'I' | b's' if !in_simple && head == Some(&Expect::Reply) => {
+                self.expect.pop_front();
             }
-            b'n' | b'T' => {
-                if head == Some(&Expect::Describe) {
-                    self.expect.pop_front();
-                }
+            b'n' | b'T' if head == Some(&Expect::Describe) => {
+                self.expect.pop_front();
             }
             backend::ERROR_RESPONSE if !in_simple => {
                 if let Some(Expect::Parse {
