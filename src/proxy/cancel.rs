@@ -26,7 +26,7 @@ pub struct CancelTarget {
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
     next_pid: AtomicI32,
-    map: DashMap<i32, (i32, Option<CancelTarget>)>,
+    map: DashMap<i32, (i32, Option<Arc<CancelTarget>>)>,
 }
 
 /// A key handed to one client; dropping it unregisters the key.
@@ -49,7 +49,7 @@ impl CancelRegistry {
             .wrapping_add(1)
             & 0x7fff_ffff;
         let secret: i32 = rand::random();
-        self.map.insert(pid, (secret, Some(target)));
+        self.map.insert(pid, (secret, Some(Arc::new(target))));
         CancelKey {
             registry: Arc::clone(self),
             pid,
@@ -64,7 +64,7 @@ impl CancelRegistry {
         if secret != ours.to_be_bytes() {
             return None;
         }
-        target.clone()
+        target.as_deref().cloned()
     }
 }
 
@@ -74,13 +74,13 @@ impl CancelKey {
         self.registry
             .map
             .get(&self.pid)
-            .and_then(|entry| entry.value().1.clone())
+            .and_then(|entry| entry.value().1.as_deref().cloned())
     }
 
     /// Points the key at `target`: the server a pooled client holds for
     /// its transaction, or none between transactions (a CancelRequest then
     /// has nothing to cancel, as a direct one would not).
-    pub fn retarget(&self, target: Option<CancelTarget>) {
+    pub fn retarget(&self, target: Option<Arc<CancelTarget>>) {
         if let Some(mut entry) = self.registry.map.get_mut(&self.pid) {
             entry.value_mut().1 = target;
         }

@@ -56,7 +56,7 @@ pub struct Server {
     /// The backend's process id (BackendKeyData).
     pub pid: i32,
     /// Where a CancelRequest for this backend goes.
-    pub cancel: CancelTarget,
+    pub cancel: std::sync::Arc<CancelTarget>,
     /// The tracked settings the server has now.
     pub params: Params,
     /// The server's version and where its search_path stands.
@@ -98,7 +98,7 @@ impl Server {
             stream,
             buf,
             pid: cancel.pid,
-            cancel,
+            cancel: std::sync::Arc::new(cancel),
             params,
             placement,
             statements: LruCache::new(capacity),

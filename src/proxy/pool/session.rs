@@ -5,11 +5,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::server::{Params, Server};
 use super::statements::ClientStatements;
@@ -178,7 +177,7 @@ pub async fn serve(
             Err(e) => break End::Refused(e),
         };
         if let Some(key) = &cancel_key {
-            key.retarget(Some(server.cancel.clone()));
+            key.retarget(Some(Arc::clone(&server.cancel)));
         }
         pool.active.fetch_add(1, Ordering::Relaxed);
         let (outcome, txn) = session
@@ -438,16 +437,25 @@ impl Session<'_> {
                 return Err(End::Shutdown);
             }
             self.buf.reserve(READ_CHUNK);
+            // A begun message must finish within message_timeout; between
+            // messages the wait has no timer to keep.
+            let timeout = limits.message_timeout;
             let partial = !self.buf.is_empty();
-            let timeout = if partial {
-                limits.message_timeout
-            } else {
-                Duration::MAX
+            let buf = &mut self.buf;
+            let client = &mut *client;
+            let reading = async move {
+                if partial {
+                    tokio::time::timeout(timeout, client.read_buf(buf))
+                        .await
+                        .ok()
+                } else {
+                    Some(client.read_buf(buf).await)
+                }
             };
             let read = tokio::select! {
-                read = tokio::time::timeout(timeout, client.read_buf(&mut self.buf)) => match read {
-                    Ok(read) => read,
-                    Err(_) => return Err(End::Relay(RelayEnd::ClientViolation(SessionError::MessageTimeout(timeout)))),
+                read = reading => match read {
+                    Some(read) => read,
+                    None => return Err(End::Relay(RelayEnd::ClientViolation(SessionError::MessageTimeout(timeout)))),
                 },
                 () = changed(placement.as_deref_mut()) => continue,
                 reason = killed(self.registration) => return Err(End::Killed(reason)),
@@ -577,7 +585,6 @@ impl Session<'_> {
             server_clean: server_buf.is_empty(),
             client_at_boundary: true,
         });
-        let owed = Notify::new();
         let (mut server_read, mut server_write) = tokio::io::split(stream);
         let client_buf = &mut self.buf;
         let scs = self.standard_conforming_strings;
@@ -620,9 +627,6 @@ impl Session<'_> {
                     consumed += len;
                 }
                 client_buf.advance(consumed);
-                if book.lock().expect("not poisoned").txn.owes_now() {
-                    owed.notify_one();
-                }
                 if !out.is_empty() {
                     pool.bytes_received
                         .fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -709,16 +713,26 @@ impl Session<'_> {
                     }
                 }
                 server_buf.reserve(READ_CHUNK);
-                tokio::select! {
-                    read = server_read.read_buf(server_buf) => match read {
-                        Ok(0) => return End::Relay(RelayEnd::UpstreamClosed),
-                        Ok(_) => {}
-                        Err(e) => return End::Relay(RelayEnd::UpstreamIo(e)),
-                    },
-                    () = owed.notified() => {
+                // Replies pgshift owes with nothing due before them (the
+                // client's Close of a statement, then Flush) go out at
+                // once; both directions run in this one task, so the
+                // check comes before each wait on the server.
+                let mut read = std::pin::pin!(server_read.read_buf(server_buf));
+                let read = std::future::poll_fn(|cx| {
+                    if book.lock().expect("not poisoned").txn.owes_now() {
+                        return std::task::Poll::Ready(None);
+                    }
+                    read.as_mut().poll(cx).map(Some)
+                })
+                .await;
+                match read {
+                    Some(Ok(0)) => return End::Relay(RelayEnd::UpstreamClosed),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return End::Relay(RelayEnd::UpstreamIo(e)),
+                    None => {
                         let mut out = Vec::new();
                         book.lock().expect("not poisoned").txn.take_owed(&mut out);
-                        if !out.is_empty() && let Err(e) = write_flush(client_write, &out).await {
+                        if let Err(e) = write_flush(client_write, &out).await {
                             return End::Relay(RelayEnd::ClientIo(e));
                         }
                     }

@@ -7,6 +7,9 @@
 //! after an error, messages up to Sync are skipped and answer nothing).
 
 use std::collections::VecDeque;
+use std::sync::LazyLock;
+
+use aho_corasick::AhoCorasick;
 
 use lru::LruCache;
 
@@ -14,7 +17,6 @@ use super::server::{Params, note_parameter};
 use super::statements::ClientStatements;
 use crate::protocol::extended::{self, CLOSE_COMPLETE, PARSE_COMPLETE, Target};
 use crate::protocol::tags::{backend, frontend, status};
-use crate::proxy::placement::mentions_any;
 
 /// A reply the server owes, in the order it comes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +87,22 @@ const TAINTING: &[&[u8]] = &[
     b"deallocate",
     b"pgshift",
 ];
+
+/// [`TAINTING`], matched in any case.
+static TAINT: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(TAINTING)
+        .expect("fixed words")
+});
+
+/// True when `sql` holds one of [`TAINTING`] as a whole word.
+fn taints(sql: &[u8]) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    TAINT.find_iter(sql).any(|m| {
+        (m.start() == 0 || !word(sql[m.start() - 1])) && sql.get(m.end()).is_none_or(|b| !word(*b))
+    })
+}
 
 impl Txn {
     /// Appends to `out` what the server must receive for the client's
@@ -194,7 +212,7 @@ impl Txn {
     }
 
     fn taint(&mut self, frame: &[u8], sides: &mut Sides<'_>) {
-        if !*sides.tainted && mentions_any(frame, TAINTING) {
+        if !*sides.tainted && taints(frame) {
             *sides.tainted = true;
         }
     }
