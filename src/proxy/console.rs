@@ -3,7 +3,8 @@
 //! password checked by Postgres, through the usual authentication relay)
 //! gets answers from pgshift itself, over the simple query protocol:
 //! `SHOW CLIENTS`, `SHOW VERSIONS`, `SHOW ROUTES`, `SHOW MIGRATION`,
-//! `PIN route version` and `SHOW HELP`.
+//! `SHOW POOLS`, `SHOW STATS`, `SHOW SERVERS` (pgbouncer's column names
+//! where they exist), `PIN route version` and `SHOW HELP`.
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -39,6 +40,18 @@ const HELP: &[(&str, &str)] = &[
     (
         "SHOW MIGRATION",
         "the active migration and its backfill progress",
+    ),
+    (
+        "SHOW POOLS",
+        "transaction pools: clients active and waiting, servers active and idle, longest wait",
+    ),
+    (
+        "SHOW STATS",
+        "per pool: transactions, queries, bytes and time spent waiting",
+    ),
+    (
+        "SHOW SERVERS",
+        "each pooled server connection: pool, state, backend pid, connect time",
     ),
     (
         "PIN route version",
@@ -87,7 +100,7 @@ pub async fn serve(shared: &Shared, client: &mut Stream, mut buf: BytesMut) -> S
                         Severity::Error,
                         code,
                         &message,
-                        Some("The console knows SHOW CLIENTS, SHOW VERSIONS, SHOW ROUTES, SHOW MIGRATION, PIN route version and SHOW HELP."),
+                        Some("The console knows SHOW CLIENTS, SHOW VERSIONS, SHOW ROUTES, SHOW MIGRATION, SHOW POOLS, SHOW STATS, SHOW SERVERS, PIN route version and SHOW HELP."),
                     )),
                 }
                 out.extend_from_slice(&READY_IDLE);
@@ -133,6 +146,9 @@ async fn run(shared: &Shared, sql: &str) -> Result<BytesMut, Refusal> {
         ["SHOW", "VERSIONS"] => Ok(show_versions(shared)),
         ["SHOW", "ROUTES"] => show_routes(shared).await,
         ["SHOW", "MIGRATION"] => show_migration(shared).await,
+        ["SHOW", "POOLS"] => Ok(show_pools(shared)),
+        ["SHOW", "STATS"] => Ok(show_stats(shared)),
+        ["SHOW", "SERVERS"] => Ok(show_servers(shared)),
         ["SHOW", "HELP"] => {
             let rows: Vec<_> = HELP
                 .iter()
@@ -191,6 +207,124 @@ fn show_clients(shared: &Shared) -> BytesMut {
             "application_name",
             "client_addr",
             "since",
+        ],
+        &rows,
+        &format!("SHOW {}", rows.len()),
+    )
+}
+
+/// A pool's key as the first columns of a row.
+fn pool_columns(pool: &super::pool::Pool) -> Vec<Option<String>> {
+    vec![
+        Some(pool.key.database.clone()),
+        Some(pool.key.user.clone()),
+        Some(pool.key.version.clone()),
+    ]
+}
+
+/// pgbouncer's SHOW POOLS columns, with the pool's version after `user`.
+fn show_pools(shared: &Shared) -> BytesMut {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mode = shared.config.pool.mode.to_string();
+    let rows: Vec<_> = shared
+        .pools
+        .all()
+        .iter()
+        .map(|pool| {
+            let waiting = pool.waiting();
+            let active = pool.active.load(Relaxed);
+            let clients = pool.clients.load(Relaxed);
+            let wait = pool.longest_wait();
+            let mut row = pool_columns(pool);
+            row.extend([
+                Some(clients.saturating_sub(waiting).to_string()),
+                Some(waiting.to_string()),
+                Some(active.to_string()),
+                Some(pool.idle().to_string()),
+                Some(wait.as_secs().to_string()),
+                Some(wait.subsec_micros().to_string()),
+                Some(mode.clone()),
+            ]);
+            row
+        })
+        .collect();
+    wire::text_result(
+        &[
+            "database",
+            "user",
+            "version",
+            "cl_active",
+            "cl_waiting",
+            "sv_active",
+            "sv_idle",
+            "maxwait",
+            "maxwait_us",
+            "pool_mode",
+        ],
+        &rows,
+        &format!("SHOW {}", rows.len()),
+    )
+}
+
+/// pgbouncer's SHOW STATS totals per pool (times in microseconds).
+fn show_stats(shared: &Shared) -> BytesMut {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rows: Vec<_> = shared
+        .pools
+        .all()
+        .iter()
+        .map(|pool| {
+            let mut row = pool_columns(pool);
+            row.extend([
+                Some(pool.transactions.load(Relaxed).to_string()),
+                Some(pool.queries.load(Relaxed).to_string()),
+                Some(pool.bytes_received.load(Relaxed).to_string()),
+                Some(pool.bytes_sent.load(Relaxed).to_string()),
+                Some(pool.wait_us.load(Relaxed).to_string()),
+            ]);
+            row
+        })
+        .collect();
+    wire::text_result(
+        &[
+            "database",
+            "user",
+            "version",
+            "total_xact_count",
+            "total_query_count",
+            "total_received",
+            "total_sent",
+            "total_wait_time",
+        ],
+        &rows,
+        &format!("SHOW {}", rows.len()),
+    )
+}
+
+/// Each pooled server connection (pgbouncer's SHOW SERVERS, in part).
+fn show_servers(shared: &Shared) -> BytesMut {
+    let mut rows = Vec::new();
+    for pool in shared.pools.all() {
+        for (pid, idle, since) in pool.server_rows() {
+            let mut row = vec![Some("S".to_string())];
+            row.extend(pool_columns(&pool));
+            row.extend([
+                Some(if idle { "idle" } else { "active" }.to_string()),
+                Some(humantime::format_rfc3339_seconds(since).to_string()),
+                Some(pid.to_string()),
+            ]);
+            rows.push(row);
+        }
+    }
+    wire::text_result(
+        &[
+            "type",
+            "database",
+            "user",
+            "version",
+            "state",
+            "connect_time",
+            "remote_pid",
         ],
         &rows,
         &format!("SHOW {}", rows.len()),

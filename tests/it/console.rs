@@ -51,7 +51,7 @@ fn console_url(env: &Env, user: &str, password: &str) -> String {
 }
 
 /// The rows of a simple query, each as its text values.
-async fn rows(console: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+pub async fn rows(console: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
     console
         .simple_query(sql)
         .await
@@ -167,7 +167,7 @@ async fn the_console_shows_clients_versions_routes_and_the_migration_and_pins() 
     assert_eq!(harness::sqlstate(&err), "42601", "{err}");
     let err = console.query("SHOW CLIENTS", &[]).await.unwrap_err();
     assert_eq!(harness::sqlstate(&err), "0A000", "{err}");
-    assert_eq!(rows(&console, "SHOW HELP").await.len(), 6);
+    assert_eq!(rows(&console, "SHOW HELP").await.len(), 9);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -388,3 +388,63 @@ async fn versions_keep_their_pools_through_a_migration() {
         .get(0);
     assert_eq!(count, 40, "every write of the new version landed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_pools_servers_and_stats() {
+    let env = Env::with(ClusterOptions::default(), |c| {
+        pooled(2)(c);
+        c.admin_users = vec!["postgres".into()];
+    })
+    .await;
+    let direct = env.direct().await;
+    let a = env.connect().await;
+    let b = env.connect().await;
+    let c = env.connect().await;
+    for client in [&a, &b, &c] {
+        client.batch_execute("SELECT 1").await.unwrap();
+    }
+    a.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let console = harness::connect(&format!(
+        "postgres://postgres@{}/pgshift?sslmode=disable",
+        env.proxy
+    ))
+    .await;
+    let pools = crate::console::rows(&console, "SHOW POOLS").await;
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        pools,
+        [vec![
+            s("postgres"),
+            s("postgres"),
+            s("baseline"),
+            s("3"),
+            s("0"),
+            s("1"),
+            s("1"),
+            s("0"),
+            pools[0][8].clone(),
+            s("transaction"),
+        ]]
+    );
+    let servers = crate::console::rows(&console, "SHOW SERVERS").await;
+    let mut states: Vec<_> = servers.iter().map(|r| r[4].clone().unwrap()).collect();
+    states.sort();
+    assert_eq!(states, ["active", "idle"]);
+    // The pids are the backends Postgres reports for the pool.
+    for row in &servers {
+        let pid: i32 = row[6].as_ref().unwrap().parse().unwrap();
+        let found: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 1, "server {pid} is a live backend");
+    }
+    let stats = crate::console::rows(&console, "SHOW STATS").await;
+    let transactions: u64 = stats[0][3].as_ref().unwrap().parse().unwrap();
+    assert!(transactions >= 3, "{stats:?}");
+    a.batch_execute("COMMIT").await.unwrap();
+}

@@ -73,6 +73,8 @@ pub struct Pool {
     available: Semaphore,
     /// Servers alive, idle or lent.
     servers: AtomicUsize,
+    /// Every server alive, by backend pid, and when it connected.
+    members: DashMap<i32, std::time::SystemTime>,
     /// Clients connected to the pool.
     pub clients: AtomicUsize,
     /// Clients holding a server.
@@ -125,6 +127,7 @@ impl Pools {
                         idle: Mutex::new(Vec::new()),
                         available: Semaphore::new(0),
                         servers: AtomicUsize::new(0),
+                        members: DashMap::new(),
                         clients: AtomicUsize::new(0),
                         active: AtomicUsize::new(0),
                         waiters: Mutex::new(BTreeMap::new()),
@@ -180,6 +183,11 @@ impl Pools {
     }
 }
 
+/// When `server` connected, as wall-clock time.
+fn server_since(server: &Server) -> std::time::SystemTime {
+    std::time::SystemTime::now() - server.created.elapsed()
+}
+
 /// Sweeps `pools` each second and at each change of the versions, until
 /// the task is aborted (see [`Pools::sweep`]).
 pub async fn sweep_loop(
@@ -214,6 +222,24 @@ impl Pool {
     /// Servers alive, idle or lent.
     pub fn servers(&self) -> usize {
         self.servers.load(Ordering::Relaxed)
+    }
+
+    /// Every server: (backend pid, idle, when it connected), by pid.
+    pub fn server_rows(&self) -> Vec<(i32, bool, std::time::SystemTime)> {
+        let idle: std::collections::HashSet<i32> = self
+            .idle
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|s| s.pid)
+            .collect();
+        let mut rows: Vec<_> = self
+            .members
+            .iter()
+            .map(|e| (*e.key(), idle.contains(e.key()), *e.value()))
+            .collect();
+        rows.sort_by_key(|r| r.0);
+        rows
     }
 
     /// Idle servers.
@@ -258,6 +284,7 @@ impl Pool {
             })
             .is_ok();
         if reserved {
+            self.members.insert(server.pid, server_since(&server));
             self.put(server);
             return true;
         }
@@ -267,6 +294,7 @@ impl Pool {
             self.close_unjoined(server, "pool full").await;
             return false;
         };
+        let joining = (server.pid, server_since(&server));
         let mut server = Some(server);
         let old = {
             let mut idle = self.idle.lock().expect("not poisoned");
@@ -285,6 +313,8 @@ impl Pool {
         };
         drop(permit);
         if let Some(old) = old {
+            self.members.remove(&old.pid);
+            self.members.insert(joining.0, joining.1);
             old.close("server lifetime").await;
             return true;
         }
@@ -364,6 +394,7 @@ impl Pool {
     /// be ended, its version is gone, its connection failed).
     pub async fn close(&self, server: Server, why: &str) {
         self.servers.fetch_sub(1, Ordering::AcqRel);
+        self.members.remove(&server.pid);
         server.close(why).await;
     }
 
