@@ -37,6 +37,9 @@ fresh page-cache pages back in from the host) that stalls every
 committing client for about 40 ms, seen as IO:WALInitWrite. A production
 server recycles its segments (min_wal_size) instead.
 
+With --pool-mode transaction every client goes through its version's
+transaction pool (--pool-size servers per version).
+
 Usage: python3 bench/load.py [--rows 1000000] [--lock-timeout-ms 500]
 Needs a release build (cargo build --release) and the PostgreSQL binaries.
 """
@@ -334,6 +337,9 @@ def main():
     ap.add_argument("--batch-delay-ms", type=float, help="pause between backfill batches (default: pgshift's)")
     ap.add_argument("--paths", default="complete,rollback")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--pool-mode", choices=["session", "transaction"], default="session",
+                    help="pgshift's --pool-mode: transaction runs every client through its version's pool")
+    ap.add_argument("--pool-size", type=int, default=8, help="pgshift's --pool-size in transaction mode")
     ap.add_argument("--upstream-transport", choices=["unix", "tcp"], default="unix")
     ap.add_argument("--verbose", action="store_true", help="print the slowest transactions and the phase marks")
     args = ap.parse_args()
@@ -348,7 +354,9 @@ def main():
             config = os.path.join(workdir, "pgshift.toml")
             with open(config, "w") as f:
                 f.write(ROUTES)
-            port = bench.start_pgshift(config=config)
+            pool = (["--pool-mode", "transaction", "--pool-size", str(args.pool_size)]
+                    if args.pool_mode == "transaction" else [])
+            port = bench.start_pgshift(config=config, extra=pool)
             results.append(run_path(bench, args, port, path == "complete", workdir))
         finally:
             bench.close()

@@ -103,9 +103,10 @@ class Bench:
             return f"postgres:///postgres?host={self.dir}&port={self.pg_port}&user=postgres"
         return f"postgres://postgres@127.0.0.1:{self.pg_port}/postgres?sslmode=disable"
 
-    def start_pgshift(self, log_level: str = "warn", json_log: bool = False, config: str | None = None) -> int:
+    def start_pgshift(self, log_level: str = "warn", json_log: bool = False, config: str | None = None,
+                      extra: list[str] | None = None) -> int:
         """Starts `pgshift proxy` in front of the cluster; `config` is the path
-        of a TOML file (for [[routes]]). Returns its port."""
+        of a TOML file (for [[routes]]), `extra` more flags. Returns its port."""
         port = free_port()
         exe = pgshift_exe()
         if not os.path.exists(exe):
@@ -114,7 +115,8 @@ class Bench:
         proc = subprocess.Popen([exe, "proxy", "--listen", f"127.0.0.1:{port}", "--upstream", self.upstream_url()]
                                 + (["--workers", str(self.args.workers)] if self.args.workers else [])
                                 + (["--log-format", "json"] if json_log else [])
-                                + (["--config", config] if config else []),
+                                + (["--config", config] if config else [])
+                                + (extra or []),
                                 stdout=subprocess.DEVNULL, stderr=open(f"{self.dir}/pgshift.log", "w"), env=env)
         self.procs.append(proc)
         wait_port(port)

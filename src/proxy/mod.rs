@@ -1,7 +1,8 @@
 //! The wire-protocol proxy: the accept loop, per-proxy shared state, graceful
 //! drain, and the errors a session can end with. One task per client session,
-//! on one of the session threads, one upstream connection per session
-//! (session mode).
+//! on one of the session threads: one upstream connection per session in
+//! session mode, or one borrowed per transaction from `pool` in
+//! transaction mode.
 
 mod cancel;
 pub mod config;

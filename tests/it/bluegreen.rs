@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pgshift::migrate::engine::{Migrator, Pinned, Settings};
+use pgshift::proxy::config::PoolMode;
 use pgshift::routing::RouteRule;
 
 use crate::harness::{self, Env};
@@ -113,9 +114,12 @@ fn routes() -> Vec<RouteRule> {
 async fn lab(
     setup: &str,
     batch_size: i64,
+    mode: PoolMode,
 ) -> (Env, Migrator, tempfile::TempDir, std::path::PathBuf) {
     let env = Env::with(pgshift::cluster::ClusterOptions::default(), |c| {
-        c.routes = routes()
+        c.routes = routes();
+        c.pool.mode = mode;
+        c.pool.size = 4;
     })
     .await;
     env.direct().await.batch_execute(setup).await.unwrap();
@@ -152,8 +156,8 @@ pub async fn finish_when_drained(m: &mut Migrator, complete: bool) {
 const PGBENCH_SETUP: &str = "CREATE TABLE accounts (id bigserial PRIMARY KEY, name text NOT NULL, rating text NOT NULL);
 INSERT INTO accounts (name, rating) SELECT 'acct ' || g, (g % 5 + 1)::text FROM generate_series(1, 20000) g;";
 
-async fn scenario(complete: bool) {
-    let (env, mut m, _dir, file) = lab(SETUP, 2000).await;
+async fn scenario(complete: bool, mode: PoolMode) {
+    let (env, mut m, _dir, file) = lab(SETUP, 2000, mode).await;
     let url = |app: &str| {
         format!(
             "{}&application_name={app}",
@@ -255,12 +259,22 @@ async fn scenario(complete: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_complete_path_without_a_client_error() {
-    scenario(true).await;
+    scenario(true, PoolMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_complete_path_in_transaction_mode() {
+    scenario(true, PoolMode::Transaction).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_rollback_path_in_transaction_mode() {
+    scenario(false, PoolMode::Transaction).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_rollback_path_without_a_client_error() {
-    scenario(false).await;
+    scenario(false, PoolMode::Session).await;
 }
 
 const BLUE_SCRIPT: &str = "\\set id random(1, 20000)
@@ -273,8 +287,8 @@ SELECT full_name, rating, email FROM accounts WHERE id = :id;
 INSERT INTO accounts (full_name, rating, email) VALUES ('green bench', 4, 'g@x');
 ";
 
-async fn pgbench_scenario(complete: bool) {
-    let (env, mut m, dir, file) = lab(PGBENCH_SETUP, 2000).await;
+async fn pgbench_scenario(complete: bool, mode: PoolMode) {
+    let (env, mut m, dir, file) = lab(PGBENCH_SETUP, 2000, mode).await;
     // Blue runs from before the migration until it is drained (its run ends).
     let blue = {
         let (env_ref, dir_ref) = (&env, dir.path());
@@ -308,12 +322,17 @@ async fn pgbench_scenario(complete: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_with_pgbench_scripts_complete_path() {
-    pgbench_scenario(true).await;
+    pgbench_scenario(true, PoolMode::Session).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_with_pgbench_scripts_in_transaction_mode() {
+    pgbench_scenario(true, PoolMode::Transaction).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blue_green_with_pgbench_scripts_rollback_path() {
-    pgbench_scenario(false).await;
+    pgbench_scenario(false, PoolMode::Session).await;
 }
 
 /// The blue-green scenario driven by psycopg 3 from Python. Blue writes from
@@ -322,7 +341,7 @@ async fn blue_green_with_pgbench_scripts_rollback_path() {
 /// the rollback path blue goes on for 12 s, through the rollback.
 async fn psycopg_scenario(complete: bool) {
     use tokio::io::AsyncWriteExt;
-    let (env, mut m, _dir, file) = lab(SETUP, 5000).await;
+    let (env, mut m, _dir, file) = lab(SETUP, 5000, PoolMode::Session).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/psycopg_bluegreen.py"

@@ -308,20 +308,35 @@ async fn client_at(addr: std::net::SocketAddr, app: &str, version: Option<&str>)
     harness::connect(&url).await
 }
 
-/// A proxy binary in front of `cluster`, its logs drained.
-async fn proxy(cluster: &TempCluster) -> (tokio::process::Child, std::net::SocketAddr) {
-    let (mut child, addr) = harness::spawn_binary(&cluster.url("postgres"), &[]).await;
+/// A proxy binary in front of `cluster` with `extra` flags, its logs drained.
+async fn proxy(
+    cluster: &TempCluster,
+    extra: &[&str],
+) -> (tokio::process::Child, std::net::SocketAddr) {
+    let (mut child, addr) = harness::spawn_binary(&cluster.url("postgres"), extra).await;
     let mut logs = child.stderr.take().unwrap();
     tokio::spawn(async move { tokio::io::copy(&mut logs, &mut tokio::io::sink()).await });
     (child, addr)
 }
 
+/// Transaction pooling, for the fault tests that run in both modes.
+const TRANSACTION_MODE: &[&str] = &["--pool-mode", "transaction", "--pool-size", "4"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_proxy_leaves_nothing_open_and_clients_carry_on_through_another() {
+    killed_proxy(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_pooling_proxy_leaves_nothing_open_and_clients_carry_on_through_another() {
+    killed_proxy(TRANSACTION_MODE).await;
+}
+
+async fn killed_proxy(extra: &[&str]) {
     let lab = Lab::new().await;
     lab.finish("start").await;
-    let (mut a, a_addr) = proxy(&lab.cluster).await;
-    let (_b, b_addr) = proxy(&lab.cluster).await;
+    let (mut a, a_addr) = proxy(&lab.cluster, extra).await;
+    let (_b, b_addr) = proxy(&lab.cluster, extra).await;
     let old = client_at(a_addr, "old-app", None).await;
     let new = client_at(a_addr, "new-app", Some("01_items")).await;
     // The old client is inside a transaction holding a row lock when its
@@ -371,8 +386,17 @@ async fn a_killed_proxy_leaves_nothing_open_and_clients_carry_on_through_another
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_during_a_backfill() {
+    restarted_during_a_backfill(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_during_a_backfill_behind_a_pool() {
+    restarted_during_a_backfill(TRANSACTION_MODE).await;
+}
+
+async fn restarted_during_a_backfill(extra: &[&str]) {
     let lab = Lab::new().await;
-    let (_proxy, addr) = proxy(&lab.cluster).await;
+    let (_proxy, addr) = proxy(&lab.cluster, extra).await;
     let before = client_at(addr, "before-restart", None).await;
     let mut start = lab.command("start").spawn().unwrap();
     let reached = harness::eventually(Duration::from_secs(60), || async {
