@@ -347,6 +347,17 @@ impl Book<'_> {
         self.txn.forward(frame, out, &mut sides);
     }
 
+    /// Forwards `frame` unchanged when it needs no change (see
+    /// [`Txn::pass`]); false when it must go through [`Book::forward`].
+    fn pass(&mut self, frame: &[u8]) -> bool {
+        let mut sides = Sides {
+            client: &mut *self.client,
+            server: &mut *self.server,
+            tainted: &mut *self.tainted,
+        };
+        self.txn.pass(frame, &mut sides)
+    }
+
     fn releasable(&self) -> bool {
         self.server_clean && self.txn.done()
     }
@@ -355,7 +366,8 @@ impl Book<'_> {
 /// Sees the server's replies on their way to the client: the ones that
 /// end a request whole, the others by their header only.
 struct ServerFrames<'a, 'b> {
-    book: &'a Mutex<Book<'b>>,
+    /// Held for the whole scan, which never waits.
+    book: &'a mut Book<'b>,
     /// (offset, length, replacement) edits of the current scan.
     edits: Vec<(usize, usize, Vec<u8>)>,
 }
@@ -364,18 +376,15 @@ impl FrameVisitor for ServerFrames<'_, '_> {
     type Error = WireError;
 
     fn header(&mut self, tag: u8, _len: u32) -> Result<Want, WireError> {
-        Ok(
-            if self.book.lock().expect("not poisoned").txn.wants_whole(tag) {
-                Want::Whole
-            } else {
-                Want::Header
-            },
-        )
+        Ok(if self.book.txn.wants_whole(tag) {
+            Want::Whole
+        } else {
+            Want::Header
+        })
     }
 
     fn frame(&mut self, at: usize, frame: &[u8]) -> Result<(), WireError> {
-        let mut book = self.book.lock().expect("not poisoned");
-        let book = &mut *book;
+        let book = &mut *self.book;
         let mut before = Vec::new();
         let mut sides = Sides {
             client: &mut *book.client,
@@ -595,8 +604,13 @@ impl Session<'_> {
                 if let Some(p) = placement.as_deref_mut() {
                     p.refresh_if_changed();
                 }
+                // The batch goes out as the client sent it (`client_buf`'s
+                // first `forwarded` bytes) until a message must change;
+                // from then on `out` holds what the server gets.
                 let mut out = Vec::new();
+                let mut copied = false;
                 let mut consumed = 0;
+                let mut forwarded = 0;
                 let mut terminated = false;
                 book.lock().expect("not poisoned").txn.writing = true;
                 loop {
@@ -621,19 +635,34 @@ impl Session<'_> {
                         }
                         _ => None,
                     };
-                    book.lock()
-                        .expect("not poisoned")
-                        .forward(rewritten.as_deref().unwrap_or(frame), &mut out);
+                    let mut book = book.lock().expect("not poisoned");
+                    if rewritten.is_none() && book.pass(frame) {
+                        if copied {
+                            out.extend_from_slice(frame);
+                        }
+                    } else {
+                        if !copied {
+                            out.extend_from_slice(&client_buf[..consumed]);
+                            copied = true;
+                        }
+                        book.forward(rewritten.as_deref().unwrap_or(frame), &mut out);
+                    }
                     consumed += len;
+                    forwarded = consumed;
                 }
-                client_buf.advance(consumed);
-                if !out.is_empty() {
+                let batch = if copied {
+                    &out[..]
+                } else {
+                    &client_buf[..forwarded]
+                };
+                if !batch.is_empty() {
                     pool.bytes_received
-                        .fetch_add(out.len() as u64, Ordering::Relaxed);
-                    if let Err(e) = write_flush(&mut server_write, &out).await {
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    if let Err(e) = write_flush(&mut server_write, batch).await {
                         return End::Relay(RelayEnd::UpstreamIo(e));
                     }
                 }
+                client_buf.advance(consumed);
                 book.lock().expect("not poisoned").txn.writing = false;
                 if terminated {
                     return End::Relay(RelayEnd::ClientTerminated);
@@ -669,11 +698,22 @@ impl Session<'_> {
             let mut scanner = FrameScanner::default();
             loop {
                 if !server_buf.is_empty() {
-                    let mut frames = ServerFrames {
-                        book: &book,
-                        edits: Vec::new(),
+                    let (scanned, edits, owed_now) = {
+                        let mut guard = book.lock().expect("not poisoned");
+                        let mut frames = ServerFrames {
+                            book: &mut guard,
+                            edits: Vec::new(),
+                        };
+                        let scanned = scanner.scan(server_buf, &mut frames);
+                        let edits = std::mem::take(&mut frames.edits);
+                        let mut owed_now = Vec::new();
+                        guard.txn.take_owed(&mut owed_now);
+                        if !owed_now.is_empty() || scanned.as_ref().is_ok_and(|n| *n > 0) {
+                            guard.client_at_boundary = false;
+                        }
+                        (scanned, edits, owed_now)
                     };
-                    let ready = match scanner.scan(server_buf, &mut frames) {
+                    let ready = match scanned {
                         Ok(n) => n,
                         Err(e) => {
                             return End::Relay(RelayEnd::UpstreamIo(std::io::Error::new(
@@ -682,17 +722,11 @@ impl Session<'_> {
                             )));
                         }
                     };
-                    let mut owed_now = Vec::new();
-                    book.lock()
-                        .expect("not poisoned")
-                        .txn
-                        .take_owed(&mut owed_now);
                     if ready > 0 || !owed_now.is_empty() {
-                        book.lock().expect("not poisoned").client_at_boundary = false;
-                        let written = if frames.edits.is_empty() && owed_now.is_empty() {
+                        let written = if edits.is_empty() && owed_now.is_empty() {
                             write_flush(client_write, &server_buf[..ready]).await
                         } else {
-                            let mut bytes = splice(&server_buf[..ready], &frames.edits);
+                            let mut bytes = splice(&server_buf[..ready], &edits);
                             bytes.extend_from_slice(&owed_now);
                             write_flush(client_write, &bytes).await
                         };

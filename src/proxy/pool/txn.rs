@@ -108,21 +108,11 @@ impl Txn {
     /// Appends to `out` what the server must receive for the client's
     /// whole message `frame`, and records the replies it will owe.
     pub fn forward(&mut self, frame: &[u8], out: &mut Vec<u8>, sides: &mut Sides<'_>) {
-        let tag = frame[0];
-        match tag {
-            frontend::QUERY => {
-                self.taint(frame, sides);
-                self.queries += 1;
-                self.expect.push_back(Expect::Ready);
-                self.unsynced = false;
-                out.extend_from_slice(frame);
-            }
-            frontend::SYNC | frontend::FUNCTION_CALL => {
-                self.queries += 1;
-                self.expect.push_back(Expect::Ready);
-                self.unsynced = false;
-                out.extend_from_slice(frame);
-            }
+        if self.pass(frame, sides) {
+            out.extend_from_slice(frame);
+            return;
+        }
+        match frame[0] {
             frontend::PARSE => {
                 self.taint(frame, sides);
                 self.unsynced = true;
@@ -201,14 +191,39 @@ impl Txn {
                     }
                 }
             }
+            _ => unreachable!("pass() takes every other message"),
+        }
+    }
+
+    /// Records what the server owes for `frame` when it goes to the server
+    /// unchanged (Query, Sync, FunctionCall, Execute, Flush and the COPY
+    /// messages) and returns true; false, with nothing recorded, for the
+    /// messages that name statements (Parse, Bind, Describe, Close), which
+    /// must go through [`Txn::forward`].
+    pub fn pass(&mut self, frame: &[u8], sides: &mut Sides<'_>) -> bool {
+        match frame[0] {
+            frontend::QUERY => {
+                self.taint(frame, sides);
+                self.queries += 1;
+                self.expect.push_back(Expect::Ready);
+                self.unsynced = false;
+            }
+            frontend::SYNC | frontend::FUNCTION_CALL => {
+                self.queries += 1;
+                self.expect.push_back(Expect::Ready);
+                self.unsynced = false;
+            }
             frontend::EXECUTE => {
                 self.unsynced = true;
                 self.expect.push_back(Expect::Reply);
-                out.extend_from_slice(frame);
+            }
+            frontend::PARSE | frontend::BIND | frontend::DESCRIBE | frontend::CLOSE => {
+                return false;
             }
             // Flush and the COPY messages answer nothing of their own.
-            _ => out.extend_from_slice(frame),
+            _ => {}
         }
+        true
     }
 
     fn taint(&mut self, frame: &[u8], sides: &mut Sides<'_>) {
