@@ -8,8 +8,11 @@ For each workload (select-only -S, tpcb-like), query mode (simple,
 prepared) and client count (200, 1000 by default) the targets run back to
 back, interleaved round by round so that drift on a shared machine hits
 all alike. It reports the median TPS, the ratio pgshift/pgbouncer, the
-failed transactions pgbench counts, and the most backends that served the
-run's clients (pg_stat_activity, sampled every 100 ms).
+failed transactions pgbench counts, and the most backends of the target's
+role (pg_stat_activity, sampled every 100 ms) as "after logins/whole run":
+from 3 s on only the pool serves; before, each login's own backend exists
+until it joins the pool or is closed (pgshift stores no password, so a
+login is Postgres's to check).
 
 Usage: python3 bench/pool.py [--duration 10] [--rounds 3] [--scale 10]
                              [--clients 200,1000] [--pool-size 16]
@@ -110,15 +113,20 @@ pidfile = {self.dir}/pgbouncer-tx.pid
         return int(out.strip() or 0)
 
 
-def run_sampled(bench: PoolBench, name: str, port: int, args: list[str]) -> tuple[str, int]:
+def run_sampled(bench: PoolBench, name: str, port: int, args: list[str]) -> tuple[str, int, int]:
     """Runs pgbench as target `name`'s role; returns its output and the
-    most backends of that role seen meanwhile."""
-    peak = [0]
+    most backends of that role seen meanwhile: over the whole run, and
+    after the clients' logins (from 3 s on), when only the pool serves."""
+    peak = [0, 0]
     done = threading.Event()
+    began = time.time()
 
     def sample():
         while not done.wait(0.1):
-            peak[0] = max(peak[0], bench.backends(USERS[name]))
+            n = bench.backends(USERS[name])
+            peak[0] = max(peak[0], n)
+            if time.time() - began >= 3:
+                peak[1] = max(peak[1], n)
 
     t = threading.Thread(target=sample)
     t.start()
@@ -128,7 +136,7 @@ def run_sampled(bench: PoolBench, name: str, port: int, args: list[str]) -> tupl
     t.join()
     if out.returncode not in (0, 2):
         sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}{out.stderr}")
-    return out.stdout + out.stderr, peak[0]
+    return out.stdout + out.stderr, peak[0], peak[1]
 
 
 def parse(output: str) -> tuple[float, int]:
@@ -175,26 +183,30 @@ def main():
                         names.remove("pgbouncer")
                     runs = {n: [] for n in names}
                     peaks = {n: 0 for n in names}
+                    serving = {n: 0 for n in names}
                     for _ in range(args.rounds):
                         for name in names:
                             pgargs = ["-n", "-M", mode, "-c", str(clients), "-j", "2", "-T", str(args.duration)]
                             if workload == "select":
                                 pgargs.append("-S")
-                            out, peak = run_sampled(bench, name, targets[name], pgargs)
+                            out, peak, steady = run_sampled(bench, name, targets[name], pgargs)
                             runs[name].append(parse(out))
                             peaks[name] = max(peaks[name], peak)
+                            serving[name] = max(serving[name], steady)
                     row = {"workload": workload, "mode": mode, "clients": clients}
                     for name in names:
                         row[name] = {"tps": statistics.median(s[0] for s in runs[name]),
                                      "failed": sum(s[1] for s in runs[name]),
-                                     "peak_backends": peaks[name]}
+                                     "peak_backends": peaks[name],
+                                     "backends_after_logins": serving[name]}
                     for ref in ("pgbouncer", "direct"):
                         if ref in row:
                             row[f"pgshift/{ref}"] = row["pgshift"]["tps"] / row[ref]["tps"]
                     results.append(row)
                     print(f"{workload:6} {mode:8} c={clients:<4} "
                           + "  ".join(f"{n} {row[n]['tps']:8.0f} tps failed {row[n]['failed']} "
-                                      f"backends {row[n]['peak_backends']}" for n in names)
+                                      f"backends {row[n]['backends_after_logins']}/{row[n]['peak_backends']}"
+                                      for n in names)
                           + "  | " + "  ".join(f"{k} {row[k]:.2f}" for k in row if k.startswith("pgshift/")),
                           flush=True)
         if args.json:
