@@ -125,6 +125,13 @@ pub fn resolve_proxy(cli: &ProxySettings, file: Option<&Path>) -> Result<ProxyCo
     config.pool.max_prepared_statements = merged
         .max_prepared_statements
         .unwrap_or(config.pool.max_prepared_statements);
+    if let Some(raw) = merged.metrics_listen {
+        config.metrics_listen = Some(raw.trim().parse().map_err(|e| ConfigError::Invalid {
+            setting: "metrics_listen",
+            value: raw.clone(),
+            reason: format!("{e}; expected HOST:PORT such as 127.0.0.1:9187"),
+        })?);
+    }
     at_least("pool_size", config.pool.size, 1, "")?;
     at_least(
         "max_prepared_statements",
@@ -292,6 +299,9 @@ pub struct ProxySettings {
     /// Prepared statements kept per pooled server connection [default: 200]
     #[arg(long, env = "PGSHIFT_MAX_PREPARED_STATEMENTS")]
     pub max_prepared_statements: Option<usize>,
+    /// Serve OpenMetrics (Prometheus) text at http://ADDR/metrics [default: off]
+    #[arg(long, env = "PGSHIFT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl ProxySettings {
@@ -322,6 +332,7 @@ impl ProxySettings {
             max_prepared_statements: self
                 .max_prepared_statements
                 .or(other.max_prepared_statements),
+            metrics_listen: self.metrics_listen.or(other.metrics_listen),
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct ProxyConfig {
     pub admin_users: Vec<String>,
     /// Session or transaction pooling, and the pools' limits.
     pub pool: PoolSettings,
+    /// Where `GET /metrics` (OpenMetrics text) is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How client sessions get their server connections.
@@ -142,6 +144,7 @@ impl ProxyConfig {
             routes: Vec::new(),
             admin_users: Vec::new(),
             pool: PoolSettings::default(),
+            metrics_listen: None,
         }
     }
 }

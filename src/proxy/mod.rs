@@ -10,6 +10,7 @@ mod console;
 #[cfg(test)]
 mod fuzz;
 pub mod latency;
+pub mod metrics;
 mod oversized;
 mod placement;
 pub mod pool;
@@ -47,6 +48,11 @@ pub enum ProxyError {
     Tls(#[from] tls::TlsError),
     #[error("cannot start the session threads: {0}")]
     Threads(std::io::Error),
+    #[error("cannot serve metrics on {addr}: {error}; pass another --metrics-listen")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// Why a session, or a connection that never became one, ended with an error.
@@ -314,6 +320,11 @@ pub async fn run(
         pools: Arc::clone(&pools),
     });
     let sweeping = tokio::spawn(pool::sweep_loop(pools, shared.versions.subscribe()));
+    if let Some(addr) = shared.config.metrics_listen {
+        metrics::spawn(addr, Arc::clone(&shared))
+            .map_err(|error| ProxyError::Metrics { addr, error })?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+    }
     // Each connection task holds a sender; when all are dropped, all are done.
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let mut accepting = tokio::task::JoinSet::new();

@@ -448,3 +448,59 @@ async fn the_console_shows_pools_servers_and_stats() {
     assert!(transactions >= 3, "{stats:?}");
     a.batch_execute("COMMIT").await.unwrap();
 }
+
+/// The body of `GET path` from `addr` (HTTP/1.0, so the server closes).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_pools_and_the_sessions() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env = Env::with(ClusterOptions::default(), |c| {
+        pooled(2)(c);
+        c.metrics_listen = Some(port);
+    })
+    .await;
+    let a = env.connect().await;
+    let b = env.connect().await;
+    for _ in 0..5 {
+        a.batch_execute("SELECT 1").await.unwrap();
+        b.batch_execute("SELECT 1").await.unwrap();
+    }
+    let text = http_get(port, "/metrics").await;
+    assert!(text.contains("application/openmetrics-text"), "{text}");
+    let labels = r#"{database="postgres",user="postgres",version="baseline"}"#;
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{labels} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("pgshift_pool_transactions_total") >= 10.0);
+    assert!(value("pgshift_pool_queries_total") >= 10.0);
+    assert_eq!(value("pgshift_pool_servers_idle"), 2.0);
+    assert_eq!(value("pgshift_pool_servers_active"), 0.0);
+    assert_eq!(value("pgshift_pool_clients_active"), 2.0);
+    assert_eq!(value("pgshift_pool_clients_waiting"), 0.0);
+    assert!(value("pgshift_pool_sent_bytes_total") > 0.0);
+    assert!(
+        text.contains(r#"pgshift_sessions{version="baseline"} 2"#),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert!(http_get(port, "/other").await.starts_with("HTTP/1.0 404"));
+}
