@@ -4,7 +4,8 @@
 //! gets answers from pgshift itself, over the simple query protocol:
 //! `SHOW CLIENTS`, `SHOW VERSIONS`, `SHOW ROUTES`, `SHOW MIGRATION`,
 //! `SHOW POOLS`, `SHOW STATS`, `SHOW SERVERS` (pgbouncer's column names
-//! where they exist), `PIN route version` and `SHOW HELP`.
+//! where they exist), `PAUSE [db]`, `RESUME`, `PIN route version` and
+//! `SHOW HELP`.
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -54,6 +55,11 @@ const HELP: &[(&str, &str)] = &[
         "each pooled server connection: pool, state, backend pid, connect time",
     ),
     (
+        "PAUSE [db]",
+        "hold new transactions of the transaction pools (of one database); returns once those running are done",
+    ),
+    ("RESUME", "let held transactions go on"),
+    (
         "PIN route version",
         "pin a route to a live version (every proxy hears it)",
     ),
@@ -100,7 +106,7 @@ pub async fn serve(shared: &Shared, client: &mut Stream, mut buf: BytesMut) -> S
                         Severity::Error,
                         code,
                         &message,
-                        Some("The console knows SHOW CLIENTS, SHOW VERSIONS, SHOW ROUTES, SHOW MIGRATION, SHOW POOLS, SHOW STATS, SHOW SERVERS, PIN route version and SHOW HELP."),
+                        Some("The console knows SHOW CLIENTS, SHOW VERSIONS, SHOW ROUTES, SHOW MIGRATION, SHOW POOLS, SHOW STATS, SHOW SERVERS, PAUSE [db], RESUME, PIN route version and SHOW HELP."),
                     )),
                 }
                 out.extend_from_slice(&READY_IDLE);
@@ -149,6 +155,13 @@ async fn run(shared: &Shared, sql: &str) -> Result<BytesMut, Refusal> {
         ["SHOW", "POOLS"] => Ok(show_pools(shared)),
         ["SHOW", "STATS"] => Ok(show_stats(shared)),
         ["SHOW", "SERVERS"] => Ok(show_servers(shared)),
+        ["PAUSE"] => pause(shared, None).await,
+        ["PAUSE", _] => pause(shared, Some(unquote(words[1]).to_string())).await,
+        ["RESUME"] | ["RESUME", _] => {
+            shared.pools.resume();
+            tracing::info!("console: RESUME");
+            Ok(wire::command_complete("RESUME"))
+        }
         ["SHOW", "HELP"] => {
             let rows: Vec<_> = HELP
                 .iter()
@@ -211,6 +224,24 @@ fn show_clients(shared: &Shared) -> BytesMut {
         &rows,
         &format!("SHOW {}", rows.len()),
     )
+}
+
+/// PAUSE: holds new transactions of the transaction pools (of `database`),
+/// then waits until those running are done, as pgbouncer's PAUSE.
+async fn pause(shared: &Shared, database: Option<String>) -> Result<BytesMut, Refusal> {
+    if shared.config.pool.mode != super::config::PoolMode::Transaction {
+        return Err(Refusal(
+            "55000",
+            "PAUSE holds transaction pools, and this proxy runs in session mode (--pool-mode session)"
+                .into(),
+        ));
+    }
+    shared.pools.pause(database.clone());
+    tracing::info!(database = ?database, "console: PAUSE; waiting for running transactions");
+    while shared.pools.active_in(database.as_deref()) > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(wire::command_complete("PAUSE"))
 }
 
 /// A pool's key as the first columns of a row.

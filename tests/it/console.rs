@@ -167,7 +167,7 @@ async fn the_console_shows_clients_versions_routes_and_the_migration_and_pins() 
     assert_eq!(harness::sqlstate(&err), "42601", "{err}");
     let err = console.query("SHOW CLIENTS", &[]).await.unwrap_err();
     assert_eq!(harness::sqlstate(&err), "0A000", "{err}");
-    assert_eq!(rows(&console, "SHOW HELP").await.len(), 9);
+    assert_eq!(rows(&console, "SHOW HELP").await.len(), 11);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

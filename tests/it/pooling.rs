@@ -504,3 +504,65 @@ async fn metrics_show_the_pools_and_the_sessions() {
     assert!(text.trim_end().ends_with("# EOF"), "{text}");
     assert!(http_get(port, "/other").await.starts_with("HTTP/1.0 404"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_waits_for_running_transactions_and_holds_new_ones_until_resume() {
+    let env = Env::with(ClusterOptions::default(), |c| {
+        pooled(2)(c);
+        c.admin_users = vec!["postgres".into()];
+    })
+    .await;
+    let direct = env.direct().await;
+    direct
+        .batch_execute("CREATE TABLE t (id int)")
+        .await
+        .unwrap();
+    let a = env.connect().await;
+    let b = env.connect().await;
+    a.batch_execute("BEGIN; INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let console_url = format!("postgres://postgres@{}/pgshift?sslmode=disable", env.proxy);
+    let console = harness::connect(&console_url).await;
+    let pausing = tokio::spawn(async move {
+        console.simple_query("PAUSE").await.unwrap();
+        console
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !pausing.is_finished(),
+        "PAUSE returned while a transaction ran"
+    );
+    // The running transaction finishes; PAUSE then returns.
+    a.batch_execute("INSERT INTO t VALUES (2); COMMIT")
+        .await
+        .unwrap();
+    let console = tokio::time::timeout(Duration::from_secs(5), pausing)
+        .await
+        .expect("PAUSE returned once the transaction was done")
+        .unwrap();
+    // A new transaction is held, not refused, until RESUME.
+    let held = tokio::spawn(async move {
+        b.batch_execute("INSERT INTO t VALUES (3)").await.unwrap();
+        b
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "a transaction started during PAUSE");
+    let count: i64 = direct
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+    console.simple_query("RESUME").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), held)
+        .await
+        .expect("RESUME let the held transaction go on")
+        .unwrap();
+    let count: i64 = direct
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3);
+}

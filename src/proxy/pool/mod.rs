@@ -60,6 +60,28 @@ impl PoolKey {
 pub struct Pools {
     pub settings: PoolSettings,
     map: DashMap<PoolKey, Arc<Pool>>,
+    /// What the console's PAUSE holds.
+    pause: tokio::sync::watch::Sender<Paused>,
+}
+
+/// What the console's PAUSE holds: no new transaction starts in the pools
+/// of every database, or of one, until RESUME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Paused {
+    Nothing,
+    All,
+    Database(String),
+}
+
+impl Paused {
+    /// True when the pools of `database` are held.
+    pub fn holds(&self, database: &str) -> bool {
+        match self {
+            Paused::Nothing => false,
+            Paused::All => true,
+            Paused::Database(d) => d == database,
+        }
+    }
 }
 
 /// The servers of one [`PoolKey`], and who waits for them.
@@ -109,7 +131,49 @@ impl Pools {
         Pools {
             settings,
             map: DashMap::new(),
+            pause: tokio::sync::watch::Sender::new(Paused::Nothing),
         }
+    }
+
+    /// Holds new transactions in the pools of `database` (every one with
+    /// `None`); those running go on. See [`Pools::active_in`].
+    pub fn pause(&self, database: Option<String>) {
+        self.pause.send_replace(match database {
+            Some(d) => Paused::Database(d),
+            None => Paused::All,
+        });
+    }
+
+    /// Lets held clients go on.
+    pub fn resume(&self) {
+        self.pause.send_replace(Paused::Nothing);
+    }
+
+    /// What PAUSE holds now.
+    pub fn paused(&self) -> Paused {
+        self.pause.borrow().clone()
+    }
+
+    /// Waits while PAUSE holds `database`, at most `timeout`; false when
+    /// the pause outlasted it.
+    pub async fn unpaused(&self, database: &str, timeout: Duration) -> bool {
+        if !self.pause.borrow().holds(database) {
+            return true;
+        }
+        let mut watch = self.pause.subscribe();
+        tokio::time::timeout(timeout, watch.wait_for(|p| !p.holds(database)))
+            .await
+            .is_ok()
+    }
+
+    /// Transactions running now in the pools of `database` (of every one
+    /// with `None`).
+    pub fn active_in(&self, database: Option<&str>) -> usize {
+        self.map
+            .iter()
+            .filter(|e| database.is_none_or(|d| e.key().database == d))
+            .map(|e| e.value().active.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The pool for `key`, made on first use.

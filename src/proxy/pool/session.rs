@@ -540,6 +540,15 @@ impl Session<'_> {
     /// A server from the pool, alive and put right for this client.
     async fn checkout(&mut self) -> Result<Server, SessionError> {
         let version = &self.pool.key.version;
+        let wait = self.shared.config.pool.query_wait_timeout;
+        if !self
+            .shared
+            .pools
+            .unpaused(&self.pool.key.database, wait)
+            .await
+        {
+            return Err(SessionError::PoolWait(wait));
+        }
         loop {
             let mut server = self.pool.acquire().await.map_err(|e| match e {
                 Unavailable::Timeout(d) => SessionError::PoolWait(d),
